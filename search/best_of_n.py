@@ -1,0 +1,24 @@
+"""Best-of-N: N samples in one engine call, keep the one the scorer rates highest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from search.candidates import sample_and_score, select_best_scored
+from search.params import CommonParams
+from search.types import InvalidSearchParam, SearchContext, SearchResult
+
+
+@dataclass
+class BestOfNParams(CommonParams):
+    scorer: str | None = "mean_logprob"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scorer is None:
+            raise InvalidSearchParam("search.scorer", "best_of_n needs a scorer")
+
+
+async def run(ctx: SearchContext, params: BestOfNParams) -> SearchResult:
+    pool = await sample_and_score(ctx, params, "best_of_n")
+    return select_best_scored(pool)

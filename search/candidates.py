@@ -1,0 +1,159 @@
+"""What the sampling strategies share: drawing candidates, scoring them, and the result."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from search.params import CommonParams
+from search.tree import Tree
+from search.types import (
+    BudgetExhausted,
+    Candidate,
+    Sample,
+    SamplingSpec,
+    SearchContext,
+    SearchResult,
+)
+from search.voting import AnswerGroup, group_answers, leader, vote_shares
+
+
+class CandidatePool:
+    """The samples one search has drawn, their answers and scores, and a trace of how."""
+
+    def __init__(self, ctx: SearchContext, strategy: str):
+        self.ctx = ctx
+        self.strategy = strategy
+        self.samples: list[Sample] = []
+        self.answers: list[str | None] = []
+        self.scores: list[float] | None = None
+        self.trace: list[dict] = []
+        self.truncated = False
+        self.rounds = 0
+
+    def call_seed(self) -> int | None:
+        """A distinct seed per engine call: one seed for every call would repeat the samples."""
+        return None if self.ctx.seed is None else self.ctx.seed + self.rounds
+
+    async def draw(self, n: int, params: CommonParams) -> list[Sample]:
+        """`n` more samples of the prompt, in one engine call."""
+        scorer = self.ctx.scorer
+        spec = SamplingSpec(
+            n=n,
+            max_tokens=self.ctx.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            stop=self.ctx.stop,
+            seed=self.call_seed(),
+            logprobs=scorer.logprobs_needed if scorer else None,
+            full_vocab_logprobs=bool(scorer and scorer.full_vocab),
+        )
+        samples = await self.ctx.generator.generate(self.ctx.prompt_ids, spec)
+        first = len(self.samples)
+        answers = [self.ctx.answers.extract(sample.text) for sample in samples]
+        self.samples.extend(samples)
+        self.answers.extend(answers)
+        self.trace.append({
+            "step": "sample",
+            "first_index": first,
+            "answers": answers,
+            "tokens": [len(sample.token_ids) for sample in samples],
+            "finish_reasons": [sample.finish_reason for sample in samples],
+        })
+        self.round_done()
+        return samples
+
+    async def score(self) -> list[float] | None:
+        """Every candidate's score from the context's scorer; None without a scorer."""
+        if self.ctx.scorer is None or not self.samples:
+            return None
+        calls_before = self.ctx.generator.usage.engine_calls
+        scores = await self.ctx.scorer.score(self.ctx.scoring_context(), self.samples)
+        self.scores = [float(score) for score in scores]
+        self.trace.append({"step": "score", "scorer": self.ctx.scorer.name, "scores": self.scores})
+        if self.ctx.generator.usage.engine_calls > calls_before:
+            self.round_done()
+        return self.scores
+
+    def round_done(self) -> None:
+        self.rounds += 1
+        if self.ctx.progress is None:
+            return
+        usage = self.ctx.generator.usage
+        top = leader(self.groups())
+        self.ctx.progress({
+            "strategy": self.strategy,
+            "round": self.rounds,
+            "candidates": len(self.samples),
+            "completion_tokens": usage.completion_tokens,
+            "engine_calls": usage.engine_calls,
+            "leader": top.answer if top else None,
+            "leader_votes": top.weight if top else 0,
+        })
+
+    def stop(self, reason: BudgetExhausted) -> None:
+        self.truncated = True
+        self.trace.append({"step": "truncated", "reason": str(reason)})
+
+    def groups(self, weights: list[float] | None = None) -> list[AnswerGroup]:
+        return group_answers(self.answers, self.ctx.answers.equivalent, weights)
+
+    def majority(self) -> tuple[int, list[float]]:
+        """The first candidate carrying the most-voted answer (0 if none has an answer), and
+        every candidate's vote share."""
+        groups = self.groups()
+        top = leader(groups)
+        index = top.members[0] if top else 0
+        return index, vote_shares(groups, len(self.samples), len(self.samples))
+
+    def result(self, selected: int, votes: list[float], rule: str) -> SearchResult:
+        """The SearchResult choosing candidate `selected` by `rule` (a word for the trace)."""
+        usage = replace(self.ctx.generator.usage)
+        truncated = self.truncated or self.ctx.generator.budget_limited
+        tree = Tree()
+        candidates = []
+        for index, (sample, answer) in enumerate(zip(self.samples, self.answers)):
+            score = self.scores[index] if self.scores is not None else None
+            candidates.append(Candidate(sample, answer, score, votes[index]))
+            tree.root.add_child(
+                token_ids=list(sample.token_ids),
+                text=sample.text,
+                score=score,
+                terminal=sample.finish_reason != "length",
+                answer=answer,
+            )
+        if not candidates:
+            empty = Candidate(Sample(token_ids=[], text="", logprobs=[]))
+            self.trace.append({"step": "select", "index": -1, "rule": "nothing generated"})
+            return SearchResult(self.strategy, empty, -1, [], usage, truncated, tree.to_dict(),
+                                self.trace)
+        self.trace.append({"step": "select", "index": selected, "rule": rule,
+                           "answer": self.answers[selected]})
+        return SearchResult(self.strategy, candidates[selected], selected, candidates, usage,
+                            truncated, tree.to_dict(), self.trace)
+
+
+async def sample_and_score(ctx: SearchContext, params: CommonParams, strategy: str) -> CandidatePool:
+    """Best-of-N's first half: N samples in one call, then the scorer; stops at the budget."""
+    if ctx.scorer is None:
+        raise ValueError(f"{strategy} needs a scorer in its SearchContext")
+    pool = CandidatePool(ctx, strategy)
+    try:
+        await pool.draw(params.n, params)
+        await pool.score()
+    except BudgetExhausted as exc:
+        pool.stop(exc)
+    return pool
+
+
+def select_best_scored(pool: CandidatePool, prefer_answered: bool = False) -> SearchResult:
+    """Argmax of the scores (ties to the lowest index). With `prefer_answered`, candidates
+    without an extracted answer are chosen only when none has one. Unscored (the budget ran
+    out before scoring), the majority answer is the best there is."""
+    majority_index, votes = pool.majority()
+    if pool.scores is None:
+        return pool.result(majority_index, votes, "majority (unscored)")
+    eligible = [i for i, answer in enumerate(pool.answers) if answer is not None]
+    if not prefer_answered or not eligible:
+        eligible = list(range(len(pool.samples)))
+    index = max(eligible, key=lambda i: (pool.scores[i], -i))
+    return pool.result(index, votes, "argmax score")

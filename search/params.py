@@ -1,0 +1,62 @@
+"""Parameters every strategy accepts, and the checks each strategy's own parameters use.
+
+Errors name the field as the client wrote it ("search.n"), so the server can answer 400
+with `param` set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from search.types import InvalidSearchParam
+
+ANSWER_FORMATS = ("auto", "number", "boxed", "choice", "text")
+
+# Handled by the server before the strategy runs; accepted here and left alone.
+SERVER_KEYS = frozenset({"budget_tokens", "cache", "tree_id", "return_trace", "strategy"})
+
+
+def check_int(name: str, value, low: int, high: int) -> None:
+    # bool is an int subclass; `"n": true` is a client mistake, not n=1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSearchParam(f"search.{name}", f"must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise InvalidSearchParam(f"search.{name}", f"must be between {low} and {high}, got {value}")
+
+
+def check_number(name: str, value, low: float, high: float, low_inclusive: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidSearchParam(f"search.{name}", f"must be a number, got {value!r}")
+    above_low = value >= low if low_inclusive else value > low
+    if not (above_low and value <= high):
+        bracket = "[" if low_inclusive else "("
+        raise InvalidSearchParam(f"search.{name}", f"must be in {bracket}{low}, {high}], got {value}")
+
+
+def check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise InvalidSearchParam(f"search.{name}", f"must be true or false, got {value!r}")
+
+
+def check_choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InvalidSearchParam(f"search.{name}", f"must be one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclass
+class CommonParams:
+    """What every strategy accepts. `scorer` is a name; the server resolves it to a Scorer."""
+
+    n: int = 8
+    temperature: float = 0.7
+    top_p: float = 1.0
+    scorer: str | None = None
+    answer_format: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_int("n", self.n, 1, 64)
+        check_number("temperature", self.temperature, 0.0, 2.0)
+        check_number("top_p", self.top_p, 0.0, 1.0, low_inclusive=False)
+        if self.scorer is not None and (not isinstance(self.scorer, str) or not self.scorer):
+            raise InvalidSearchParam("search.scorer", f"must be a scorer name, got {self.scorer!r}")
+        check_choice("answer_format", self.answer_format, ANSWER_FORMATS)

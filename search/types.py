@@ -1,0 +1,292 @@
+"""The vocabulary every strategy speaks: what it may ask of the model, and what it returns.
+
+Nothing here knows about HTTP, vLLM or Redis. The server hands a strategy a `Generator`
+(backed by vLLM) and a `Scorer`; tests hand it a scripted one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """How to sample `n` continuations of one prompt (a subset of vLLM's SamplingParams)."""
+
+    n: int = 1
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k filter
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: int | None = None  # top-k logprobs per generated token; None: chosen token only
+    full_vocab_logprobs: bool = False  # every token's logprob (expensive; exact self-certainty)
+    ignore_eos: bool = False
+
+
+@dataclass
+class Sample:
+    """One generated continuation, in token ids first and text second."""
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]  # logprob of each chosen token
+    top_logprobs: list[dict[int, float]] | None = None  # per position: token id -> logprob
+    finish_reason: str | None = None  # "stop" | "length" | None
+    stop_reason: str | int | None = None  # the stop string or token that ended it, if any
+    cached_prompt_tokens: int = 0
+
+
+class Generator(Protocol):
+    """What a strategy may ask of the model."""
+
+    vocab_size: int
+
+    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:
+        """`spec.n` samples continuing `prompt_ids`, all in one engine request."""
+        ...
+
+    def chat_prompt_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of `messages` under the model's chat template."""
+        ...
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of plain text (no special tokens added)."""
+        ...
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        ...
+
+
+class Scorer(Protocol):
+    """Values finished candidates (or partial paths). May itself call the generator.
+
+    `logprobs_needed` and `full_vocab` say what the candidates must be sampled with: top-k
+    logprobs per token (None: none) or every token's logprob.
+    """
+
+    name: str
+    logprobs_needed: int | None
+    full_vocab: bool
+
+    async def score(self, context: "ScoringContext", candidates: list[Sample]) -> list[float]:
+        ...
+
+
+class AnswerExtractor(Protocol):
+    """Finds a response's final answer and decides when two answers are the same."""
+
+    def extract(self, text: str) -> str | None:
+        ...
+
+    def equivalent(self, a: str, b: str) -> bool:
+        ...
+
+
+@dataclass
+class ScoringContext:
+    """What a scorer may need besides the candidates: the question and the generator.
+
+    The generator is the metered one, so whatever a scorer generates counts in the usage.
+    """
+
+    prompt_ids: list[int]
+    question: str
+    generator: "MeteredGenerator"
+
+
+class InvalidSearchParam(ValueError):
+    """A bad `search` parameter; `param` names it as the client wrote it, e.g. "search.n"."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message
+
+
+@dataclass
+class Usage:
+    """What a request cost. `completion_tokens` counts every generated token, scorers included."""
+
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    engine_calls: int = 0
+
+    def add(self, other: "Usage") -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.cached_prompt_tokens += other.cached_prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.engine_calls += other.engine_calls
+
+
+class BudgetExhausted(Exception):
+    """Raised before an engine call that the budget cannot afford."""
+
+
+@dataclass
+class Budget:
+    """A hard cap on generated tokens and wall time for one whole search.
+
+    A call in flight holds a reservation of its worst case (n * max_tokens), so concurrent
+    calls can never overrun the cap together; the reservation turns into the tokens actually
+    generated when the call returns.
+    """
+
+    max_tokens: int | None = None
+    deadline: float | None = None  # time.monotonic() value
+    spent_tokens: int = 0
+    reserved_tokens: int = 0
+
+    def remaining(self) -> int | None:
+        if self.max_tokens is None:
+            return None
+        return max(0, self.max_tokens - self.spent_tokens - self.reserved_tokens)
+
+    def check(self) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise BudgetExhausted("deadline reached")
+        if self.max_tokens is not None and self.remaining() == 0:
+            raise BudgetExhausted("token budget spent")
+
+    def cap(self, spec: SamplingSpec) -> SamplingSpec:
+        """`spec` with `max_tokens` lowered so that n samples cannot overrun the budget."""
+        self.check()
+        left = self.remaining()
+        if left is None or spec.n * spec.max_tokens <= left:
+            return spec
+        per_sample = left // spec.n
+        if per_sample == 0:
+            raise BudgetExhausted("token budget too small for another call")
+        return replace(spec, max_tokens=per_sample)
+
+    def reserve(self, spec: SamplingSpec) -> SamplingSpec:
+        """`cap(spec)`, holding its worst case until `settle` is called."""
+        spec = self.cap(spec)
+        self.reserved_tokens += spec.n * spec.max_tokens
+        return spec
+
+    def settle(self, spec: SamplingSpec, generated: int) -> None:
+        self.reserved_tokens -= spec.n * spec.max_tokens
+        self.spent_tokens += generated
+
+
+class MeteredGenerator:
+    """Wraps a Generator: enforces the Budget before every call and records Usage.
+
+    `budget_limited` turns true once the budget had to shorten a call's max_tokens.
+    """
+
+    def __init__(self, inner: Generator, budget: Budget | None = None):
+        self.inner = inner
+        self.budget = budget or Budget()
+        self.usage = Usage()
+        self.vocab_size = inner.vocab_size
+        self.budget_limited = False
+
+    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:
+        affordable = self.budget.reserve(spec)
+        self.budget_limited |= affordable.max_tokens < spec.max_tokens
+        generated = 0
+        try:
+            samples = await self.inner.generate(prompt_ids, affordable)
+            generated = sum(len(s.token_ids) for s in samples)
+        finally:
+            self.budget.settle(affordable, generated)
+        self.usage.completion_tokens += generated
+        self.usage.prompt_tokens += len(prompt_ids)
+        self.usage.cached_prompt_tokens += samples[0].cached_prompt_tokens if samples else 0
+        self.usage.engine_calls += 1
+        return samples
+
+    async def generate_many(
+        self, requests: Sequence[tuple[Sequence[int], SamplingSpec]]
+    ) -> list[list[Sample]]:
+        """Several requests issued together so the engine batches them; all are sent or none.
+
+        When the budget cannot afford every request's max_tokens, all are shortened alike
+        rather than the first ones starving the last.
+        """
+        self.budget.check()
+        left = self.budget.remaining()
+        worst_case = sum(spec.n * spec.max_tokens for _, spec in requests)
+        if left is not None and worst_case > left:
+            per_sample = left // sum(spec.n for _, spec in requests)
+            if per_sample == 0:
+                raise BudgetExhausted("token budget too small for these calls")
+            requests = [(ids, replace(spec, max_tokens=min(spec.max_tokens, per_sample)))
+                        for ids, spec in requests]
+            self.budget_limited = True
+        tasks = [asyncio.ensure_future(self.generate(ids, spec)) for ids, spec in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            # gather leaves the siblings of a failed call running; nobody would await them.
+            for task in tasks:
+                task.cancel()
+            raise
+
+    def chat_prompt_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        return self.inner.chat_prompt_ids(messages, add_generation_prompt)
+
+    def encode(self, text: str) -> list[int]:
+        return self.inner.encode(text)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.inner.decode(token_ids)
+
+
+@dataclass
+class Candidate:
+    """One finished answer the search considered."""
+
+    sample: Sample
+    answer: str | None = None  # extracted final answer, normalized
+    score: float | None = None
+    votes: float | None = None  # vote share of this candidate's answer, 0..1
+
+
+@dataclass
+class SearchContext:
+    """Everything a strategy is handed for one request.
+
+    `progress`, when given, is called with a small dict after every engine round so the
+    server can stream it. `max_tokens` caps each sample and `stop` strings end one; `seed`
+    (if any) makes sampling reproducible, each engine call deriving its own seed from it.
+    Build it with keywords: the field order is not part of the contract.
+    """
+
+    question: str
+    prompt_ids: list[int]
+    generator: MeteredGenerator
+    answers: AnswerExtractor
+    scorer: Scorer | None = None
+    progress: Callable[[dict], None] | None = None
+    max_tokens: int = 256
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def scoring_context(self) -> ScoringContext:
+        return ScoringContext(self.prompt_ids, self.question, self.generator)
+
+
+@dataclass
+class SearchResult:
+    """What a strategy returns: the chosen one, everything it weighed, and what it cost.
+
+    When the budget ran out before anything was generated, `the_one` is an empty candidate,
+    `candidates` is empty and `selected_index` is -1.
+    """
+
+    strategy: str
+    the_one: Candidate
+    selected_index: int
+    candidates: list[Candidate]
+    usage: Usage
+    truncated: bool = False
+    tree: dict | None = None  # serialized tree, for the store and the trace
+    trace: list[dict] = field(default_factory=list)

@@ -1,0 +1,128 @@
+"""`deliberate serve` and `deliberate bench`.
+
+`serve` takes every vLLM engine flag exactly as vLLM does: the flags come from vLLM's own
+`AsyncEngineArgs.add_cli_args`, not from a copy of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+
+from search import parse_params
+from search.types import InvalidSearchParam
+
+log = logging.getLogger("deliberate")
+
+
+def parse_search_spec(text: str, flag: str) -> dict:
+    """A search spec as JSON (`{"strategy": "self_consistency", "n": 8}`) or compact
+    (`self_consistency,n=8,temperature=0.7`)."""
+    text = text.strip()
+    if text.startswith("{"):
+        spec = json.loads(text)
+    else:
+        strategy, *pairs = text.split(",")
+        spec = {"strategy": strategy.strip()}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise SystemExit(f"{flag}: expected key=value, got {pair!r}")
+            try:
+                spec[key.strip()] = json.loads(value)
+            except json.JSONDecodeError:
+                spec[key.strip()] = value.strip()
+    try:
+        parse_params(None, spec)
+    except InvalidSearchParam as exc:
+        raise SystemExit(f"{flag}: {exc.param}: {exc.message}")
+    return spec
+
+
+def parse_aliases(values: list[str]) -> dict[str, dict]:
+    aliases = {}
+    for value in values:
+        name, sep, spec = value.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--alias: expected NAME=SPEC, got {value!r}")
+        aliases[name.strip()] = parse_search_spec(spec, f"--alias {name}")
+    return aliases
+
+
+def build_parser():
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser(prog="deliberate", description="An OpenAI-compatible server that thinks before it answers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve", help="Start the HTTP server.",
+        description="Start the OpenAI-compatible server. Every vLLM engine flag is accepted as vLLM accepts it.")
+    serve.add_argument("model_tag", nargs="?", metavar="MODEL",
+                       help="Model directory, or `default` for the embedded SmolLM2-135M-Instruct "
+                       "(same as --model; vLLM's `serve` takes it this way too).")
+    serve.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
+    serve.add_argument("--port", type=int, default=8000, help="Port to listen on (default 8000).")
+    serve.add_argument(
+        "--alias", action="append", default=[], metavar="NAME=SPEC",
+        help="A model name that applies a search, e.g. smollm2-sc8=self_consistency,n=8 "
+        "or NAME='{\"strategy\": \"best_of_n\", \"n\": 4}'. Repeatable; listed by /v1/models.")
+    serve.add_argument("--default-search", metavar="SPEC",
+                       help="A search applied to every request for the model itself (same syntax as --alias).")
+    AsyncEngineArgs.add_cli_args(serve)
+    serve.set_defaults(model="default")
+    commands.add_parser("bench", help="Benchmarks: `deliberate bench --help`.", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from bench.run import main as bench_main
+
+        return bench_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(args)
+
+
+def serve(args) -> None:
+    import uvicorn
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    from server.app import build_app
+    from server.default_model import DEFAULT_MODEL_NAME, prepare_default_model
+    from server.engine import VLLMGenerator
+    from server.serving import ServedModel, ServerState
+
+    if args.model_tag:
+        args.model = args.model_tag
+    aliases = parse_aliases(args.alias)
+    default_search = parse_search_spec(args.default_search, "--default-search") if args.default_search else None
+    if args.model == "default":
+        args.model = str(prepare_default_model())
+        args.served_model_name = args.served_model_name or [DEFAULT_MODEL_NAME]
+    names = args.served_model_name or [args.model]
+    names = [names] if isinstance(names, str) else list(names)
+    models = {name: ServedModel(name, default_search) for name in names}
+    for alias, spec in aliases.items():
+        if alias in models:
+            raise SystemExit(f"--alias {alias}: the name is already taken by the served model.")
+        models[alias] = ServedModel(alias, spec)
+    engine_args = AsyncEngineArgs.from_cli_args(args)
+
+    async def run() -> None:
+        log.info("starting the vLLM engine for %s (about 30-60 s on a CPU)", args.model)
+        generator = VLLMGenerator.start(engine_args)
+        state = ServerState(generator, models, names[0], generator.model_config.get_diff_sampling_param())
+        config = uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level="info",
+                                timeout_graceful_shutdown=5)
+        log.info("serving %s on http://%s:%d/v1", ", ".join(models), args.host, args.port)
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            generator.shutdown()
+
+    asyncio.run(run())

@@ -1,0 +1,130 @@
+"""vLLM's in-process AsyncLLM behind the small `Generator` protocol of search/types.py.
+
+This is the one path by which the server (plain requests and every search) reaches the model.
+Prompts go in as token ids, so tree search stays exact and vLLM's prefix cache sees every
+shared prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from vllm import SamplingParams
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.inputs import tokens_input
+from vllm.outputs import CompletionOutput, RequestOutput
+from vllm.sampling_params import RequestOutputKind
+from vllm.v1.engine.async_llm import AsyncLLM
+
+from search.types import SamplingSpec, Sample
+
+_request_ids = itertools.count()
+
+
+def sampling_params_from_spec(spec: SamplingSpec) -> SamplingParams:
+    if spec.full_vocab_logprobs:
+        logprobs = -1
+    else:
+        # logprobs=0 still returns the chosen token's logprob, which every scorer may use.
+        logprobs = spec.logprobs or 0
+    return SamplingParams(
+        n=spec.n,
+        max_tokens=spec.max_tokens,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        top_k=spec.top_k or 0,
+        stop=list(spec.stop) or None,
+        seed=spec.seed,
+        logprobs=logprobs,
+        ignore_eos=spec.ignore_eos,
+        output_kind=RequestOutputKind.FINAL_ONLY,
+    )
+
+
+def sample_from_output(output: CompletionOutput, cached_prompt_tokens: int, top_k: int | None) -> Sample:
+    chosen: list[float] = []
+    top: list[dict[int, float]] | None = [] if top_k else None
+    for token_id, position in zip(output.token_ids, output.logprobs or []):
+        chosen.append(position[token_id].logprob)
+        if top is not None:
+            # vLLM adds the sampled token to the top-k when it is not among them; keep exactly k.
+            ranked = sorted(position.items(), key=lambda item: item[1].rank or 0)
+            limit = len(ranked) if top_k == -1 else top_k
+            top.append({tid: lp.logprob for tid, lp in ranked[:limit]})
+    return Sample(
+        token_ids=list(output.token_ids),
+        text=output.text,
+        logprobs=chosen,
+        top_logprobs=top,
+        finish_reason=output.finish_reason,
+        stop_reason=output.stop_reason,
+        cached_prompt_tokens=cached_prompt_tokens,
+    )
+
+
+class VLLMGenerator:
+    """Owns the AsyncLLM engine and its tokenizer."""
+
+    def __init__(self, engine: AsyncLLM, model_path: str):
+        self.engine = engine
+        self.tokenizer = engine.get_tokenizer()
+        self.model_config = engine.model_config
+        self.vocab_size: int = self.model_config.get_vocab_size()
+        self.max_model_len: int = self.model_config.max_model_len
+        self.max_logprobs: int = self.model_config.max_logprobs
+        self.fingerprint = _fingerprint(model_path, self.tokenizer, self.vocab_size)
+
+    @classmethod
+    def start(cls, engine_args: AsyncEngineArgs) -> "VLLMGenerator":
+        engine = AsyncLLM.from_engine_args(engine_args)
+        return cls(engine, engine_args.model)
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
+
+    async def stream(
+        self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[RequestOutput]:
+        """vLLM's own outputs for one request; closing the iterator aborts the request."""
+        request_id = request_id or f"dlb-{next(_request_ids)}"
+        async for output in self.engine.generate(tokens_input(list(prompt_ids)), params, request_id):
+            yield output
+
+    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:
+        params = sampling_params_from_spec(spec)
+        final: RequestOutput | None = None
+        async for output in self.stream(prompt_ids, params):
+            final = output
+        assert final is not None and final.finished
+        top_k = -1 if spec.full_vocab_logprobs else spec.logprobs
+        cached = final.num_cached_tokens or 0
+        outputs = sorted(final.outputs, key=lambda o: o.index)
+        return [sample_from_output(o, cached, top_k) for o in outputs]
+
+    def chat_prompt_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=True
+        )
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids))
+
+    def token_text(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
+
+
+def _fingerprint(model_path: str, tokenizer, vocab_size: int) -> str:
+    """Identifies model + tokenizer + chat template: a cached tree never crosses any of them."""
+    digest = hashlib.sha256()
+    config = Path(model_path) / "config.json"
+    digest.update(config.read_bytes() if config.is_file() else model_path.encode())
+    digest.update(json.dumps([vocab_size, getattr(tokenizer, "chat_template", None)]).encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,235 @@
+"""Serving a request that carries a `search`: validate it, run the strategy on the engine,
+answer with the chosen candidate, a `search` report and usage that counts every token."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from scorers import SCORERS, MathAnswers
+from search import STRATEGIES, parse_params
+from search.params import CommonParams
+from search.types import Budget, InvalidSearchParam, MeteredGenerator, SearchContext, SearchResult
+from server import metrics
+from server.errors import APIError, error_body
+from server.protocol import (
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionResponse,
+    CompletionChoice, CompletionChunk, CompletionResponse, DeltaMessage, SearchReport,
+)
+from server.serving import ServedModel, ServerState, cancel_on_disconnect, sse, usage_info
+
+# Per-sample cap when the client gives no max_tokens: a search multiplies every sample's length.
+DEFAULT_SEARCH_MAX_TOKENS = 512
+
+
+@dataclass
+class SearchPlan:
+    strategy: str
+    params: CommonParams
+    budget_tokens: int | None
+    return_trace: bool
+
+
+def effective_search(requested: dict | None, served: ServedModel) -> dict | None:
+    """The request's `search` over the alias's (or model default's), or None for plain serving."""
+    if served.search is None:
+        return requested
+    return {**served.search, **(requested or {})}
+
+
+def plan_search(state: ServerState, search: dict[str, Any], n: int) -> SearchPlan:
+    try:
+        params = parse_params(None, search)
+    except InvalidSearchParam as exc:
+        raise APIError(f"{exc.param}: {exc.message}", 400, exc.param) from exc
+    if n != 1:
+        raise APIError("n must be 1 when a search is asked; the search's own width is search.n.", 400, "n")
+    if params.scorer is not None and params.scorer not in SCORERS:
+        raise APIError(f"search.scorer: unknown scorer {params.scorer!r}; known: {', '.join(SCORERS)}",
+                       400, "search.scorer")
+    if params.scorer is not None:
+        scorer = SCORERS[params.scorer]()
+        limit = state.generator.max_logprobs
+        if scorer.full_vocab and limit != -1:
+            raise APIError(f"search.scorer: {params.scorer} needs full-vocabulary logprobs; start the "
+                           "server with --max-logprobs -1.", 400, "search.scorer")
+        if limit != -1 and (scorer.logprobs_needed or 0) > limit:
+            raise APIError(f"search.scorer: {params.scorer} needs {scorer.logprobs_needed} logprobs per token; "
+                           f"start the server with --max-logprobs {scorer.logprobs_needed}.", 400, "search.scorer")
+    budget = search.get("budget_tokens")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise APIError(f"search.budget_tokens: must be a positive integer, got {budget!r}", 400, "search.budget_tokens")
+    trace = search.get("return_trace", False)
+    if not isinstance(trace, bool):
+        raise APIError(f"search.return_trace: must be true or false, got {trace!r}", 400, "search.return_trace")
+    if search.get("tree_id") is not None:
+        raise APIError("search.tree_id: resuming a stored tree is not available in this version.", 400,
+                       "search.tree_id")
+    return SearchPlan(search["strategy"], params, budget, trace)
+
+
+async def execute(state: ServerState, plan: SearchPlan, question: str, prompt_ids: list[int],
+                  max_tokens: int, seed: int | None, stop: tuple[str, ...], progress=None) -> SearchResult:
+    strategy = plan.strategy
+    generator = MeteredGenerator(state.generator, Budget(max_tokens=plan.budget_tokens))
+    ctx = SearchContext(
+        question=question, prompt_ids=prompt_ids, generator=generator,
+        answers=MathAnswers(plan.params.answer_format),
+        scorer=SCORERS[plan.params.scorer]() if plan.params.scorer else None,
+        progress=progress, max_tokens=max_tokens, seed=seed, stop=stop,
+    )
+    started = time.monotonic()
+    metrics.SEARCHES_IN_FLIGHT.inc()
+    outcome = "error"
+    try:
+        result = await STRATEGIES[strategy].run(ctx, plan.params)
+        outcome = "truncated" if result.truncated else "ok"
+        return result
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        raise
+    except ValueError as exc:  # the engine refused one of the search's requests (too long a prompt, ...)
+        raise APIError(f"The search could not run: {exc}", 400, "search") from exc
+    finally:
+        metrics.SEARCHES_IN_FLIGHT.dec()
+        metrics.SEARCHES.labels(strategy, outcome).inc()
+        metrics.SEARCH_LATENCY.labels(strategy).observe(time.monotonic() - started)
+        metrics.ENGINE_CALLS.labels(strategy).inc(generator.usage.engine_calls)
+        metrics.GENERATED_TOKENS.labels("search").inc(generator.usage.completion_tokens)
+
+
+def report(result: SearchResult, plan: SearchPlan, elapsed: float) -> SearchReport:
+    chosen = result.the_one
+    return SearchReport(
+        strategy=result.strategy, candidates=len(result.candidates), selected_index=result.selected_index,
+        selected_score=chosen.score, vote_share=chosen.votes, answer=chosen.answer,
+        answer_tokens=len(chosen.sample.token_ids), truncated=result.truncated, elapsed_s=round(elapsed, 3),
+        engine_calls=result.usage.engine_calls, trace=result.trace if plan.return_trace else None,
+    )
+
+
+def search_usage(result: SearchResult):
+    u = result.usage
+    return usage_info(u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens)
+
+
+def finish_reason(result: SearchResult) -> str:
+    return result.the_one.sample.finish_reason or ("length" if result.truncated else "stop")
+
+
+def text_pieces(generator, token_ids: list[int], text: str):
+    """The answer as token-sized deltas whose concatenation is exactly `text`."""
+    sent = ""
+    for end in range(1, len(token_ids) + 1):
+        prefix = generator.decode(token_ids[:end])
+        if not text.startswith(prefix):
+            break
+        if len(prefix) > len(sent) and not prefix.endswith("\ufffd"):
+            yield prefix[len(sent):]
+            sent = prefix
+    if len(text) > len(sent):
+        yield text[len(sent):]
+
+
+def last_user_text(messages) -> str:
+    users = [m.text() for m in messages if m.role == "user"]
+    return users[-1] if users else messages[-1].text()
+
+
+async def run_chat_search(state: ServerState, req, request: Request, prompt_ids, max_tokens, search):
+    plan = plan_search(state, search, req.n)
+    max_tokens = max_tokens if req.max_new_tokens() is not None else min(max_tokens, DEFAULT_SEARCH_MAX_TOKENS)
+    args = (state, plan, last_user_text(req.messages), prompt_ids, max_tokens, req.seed, tuple(req.stop_list()))
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    if req.stream:
+        return StreamingResponse(stream_search(state, req, request_id, args, chat=True), media_type="text/event-stream")
+
+    async def answer() -> JSONResponse:
+        started = time.monotonic()
+        result = await execute(*args)
+        response = ChatCompletionResponse(
+            id=request_id, model=req.model,
+            choices=[ChatChoice(index=0, message=AssistantMessage(content=result.the_one.sample.text),
+                                finish_reason=finish_reason(result))],
+            usage=search_usage(result), search=report(result, plan, time.monotonic() - started),
+        )
+        return JSONResponse(response.model_dump(exclude_none=True))
+
+    return await cancel_on_disconnect(request, answer())
+
+
+async def run_completion_search(state: ServerState, req, request: Request, prompt_ids, max_tokens, search):
+    plan = plan_search(state, search, req.n)
+    question = req.prompt if isinstance(req.prompt, str) else state.generator.decode(prompt_ids)
+    args = (state, plan, question, prompt_ids, max_tokens, req.seed, tuple(req.stop_list()))
+    request_id = f"cmpl-{uuid.uuid4().hex}"
+    if req.stream:
+        return StreamingResponse(stream_search(state, req, request_id, args, chat=False), media_type="text/event-stream")
+
+    async def answer() -> JSONResponse:
+        started = time.monotonic()
+        result = await execute(*args)
+        response = CompletionResponse(
+            id=request_id, model=req.model,
+            choices=[CompletionChoice(index=0, text=result.the_one.sample.text, finish_reason=finish_reason(result))],
+            usage=search_usage(result), search=report(result, plan, time.monotonic() - started),
+        )
+        return JSONResponse(response.model_dump(exclude_none=True))
+
+    return await cancel_on_disconnect(request, answer())
+
+
+async def stream_search(state: ServerState, req, request_id: str, args, chat: bool):
+    """Progress chunks while the search runs, then the answer as deltas, then usage, then [DONE].
+    Closing this generator (the client left) cancels the search and its engine requests."""
+    created = int(time.time())
+    Chunk = ChatCompletionChunk if chat else CompletionChunk
+
+    def chunk(choices, **extra) -> str:
+        return sse(Chunk(id=request_id, created=created, model=req.model, choices=choices, **extra))
+
+    def piece(text="", role=None, reason=None):
+        if chat:
+            return ChatChunkChoice(index=0, delta=DeltaMessage(role=role, content=text), finish_reason=reason)
+        return CompletionChoice(index=0, text=text, finish_reason=reason)
+
+    progress: asyncio.Queue = asyncio.Queue()
+    started = time.monotonic()
+    task = asyncio.ensure_future(execute(*args, progress=progress.put_nowait))
+    try:
+        while not task.done():
+            getter = asyncio.ensure_future(progress.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield chunk([], search={"progress": getter.result()})
+            else:
+                getter.cancel()
+        try:
+            result = task.result()
+        except APIError as exc:
+            yield sse(error_body(exc.message, exc.status, exc.param))
+            yield "data: [DONE]\n\n"
+            return
+        plan = args[1]
+        sample = result.the_one.sample
+        if chat:
+            yield chunk([piece(role="assistant")])
+        for text in text_pieces(state.generator, sample.token_ids, sample.text):
+            yield chunk([piece(text)])
+        yield chunk([piece(reason=finish_reason(result))],
+                    search=report(result, plan, time.monotonic() - started).model_dump(exclude_none=True))
+        if req.stream_options and req.stream_options.include_usage:
+            yield chunk([], usage=search_usage(result))
+        yield "data: [DONE]\n\n"
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task

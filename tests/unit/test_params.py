@@ -1,0 +1,71 @@
+import pytest
+
+from search import STRATEGIES, parse_params
+from search.best_of_n import BestOfNParams
+from search.self_certainty import SelfCertaintyParams
+from search.self_consistency import SelfConsistencyParams
+from search.types import InvalidSearchParam
+
+
+@pytest.mark.parametrize("strategy, raw, param", [
+    ("best_of_n", {"n": 0}, "search.n"),
+    ("best_of_n", {"n": 65}, "search.n"),
+    ("best_of_n", {"n": True}, "search.n"),
+    ("best_of_n", {"n": "8"}, "search.n"),
+    ("best_of_n", {"n": 4.0}, "search.n"),
+    ("self_consistency", {"temperature": 2.5}, "search.temperature"),
+    ("self_consistency", {"temperature": -0.1}, "search.temperature"),
+    ("self_consistency", {"top_p": 0}, "search.top_p"),
+    ("self_consistency", {"top_p": 1.01}, "search.top_p"),
+    ("self_consistency", {"answer_format": "xml"}, "search.answer_format"),
+    ("self_consistency", {"scorer": 3}, "search.scorer"),
+    ("self_consistency", {"scorer": ""}, "search.scorer"),
+    ("self_consistency", {"adaptive": "yes"}, "search.adaptive"),
+    ("self_consistency", {"batch_size": 0}, "search.batch_size"),
+    ("self_consistency", {"power": 1.0}, "search.power"),
+    ("self_certainty", {"power": -1}, "search.power"),
+    ("self_certainty", {"borda": 1}, "search.borda"),
+    ("self_agreement", {"selection_max_tokens": 0}, "search.selection_max_tokens"),
+    ("best_of_n", {"scorer": None}, "search.scorer"),
+    ("best_of_n", {"nn": 4}, "search.nn"),
+    ("mcts_but_misspelled", {}, "search.strategy"),
+    (None, {"n": 4}, "search.strategy"),
+])
+def test_bad_params_name_the_field(strategy, raw, param):
+    with pytest.raises(InvalidSearchParam) as caught:
+        parse_params(strategy, raw)
+    assert caught.value.param == param
+    assert caught.value.message and param in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_defaults_and_server_keys():
+    raw = {"strategy": "self_certainty", "budget_tokens": 500, "cache": False,
+           "tree_id": "t1", "return_trace": True}
+    params = parse_params(None, raw)
+    assert isinstance(params, SelfCertaintyParams)
+    assert (params.scorer, params.temperature, params.top_p, params.borda) == (
+        "self_certainty", 0.6, 0.9, False)
+    assert parse_params("best_of_n", {}).scorer == "mean_logprob"
+    assert isinstance(parse_params("best_of_n", None), BestOfNParams)
+
+
+def test_the_argument_names_the_strategy_over_the_raw_key():
+    params = parse_params("self_consistency", {"strategy": "ignored", "n": 3, "adaptive": True,
+                                               "temperature": 1, "top_p": 1})
+    assert isinstance(params, SelfConsistencyParams)
+    assert (params.n, params.adaptive) == (3, True)
+
+
+def test_every_strategy_accepts_the_common_params():
+    common = {"n": 2, "temperature": 0.0, "top_p": 0.5, "scorer": "p_true",
+              "answer_format": "number"}
+    for name in STRATEGIES:
+        params = parse_params(name, common)
+        assert (params.n, params.scorer, params.answer_format) == (2, "p_true", "number")
+
+
+def test_a_non_object_is_rejected():
+    with pytest.raises(InvalidSearchParam) as caught:
+        parse_params("best_of_n", ["n", 3])
+    assert caught.value.param == "search"

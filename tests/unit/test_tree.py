@@ -1,0 +1,25 @@
+from search.tree import Node, Tree
+
+
+def test_round_trip_keeps_shape_fields_and_parents():
+    tree = Tree()
+    step = tree.root.add_child(token_ids=[5, 6], text="Step 1.", visits=3, value_sum=1.5)
+    leaf = step.add_child(token_ids=[7], text=" 42", score=0.9, terminal=True, answer="42")
+    tree.root.add_child(token_ids=[8], text="x")
+    assert leaf.path_ids() == [5, 6, 7]
+    assert step.value == 0.5 and tree.root.value == 0.0
+
+    data = tree.to_dict()
+    again = Tree.from_dict(data)
+    assert again.to_dict() == data
+    copied_leaf = again.root.children[0].children[0]
+    assert copied_leaf.parent.parent is again.root
+    assert (copied_leaf.answer, copied_leaf.score, copied_leaf.terminal) == ("42", 0.9, True)
+    assert copied_leaf.path_ids() == [5, 6, 7]
+    assert [node.text for node in again.nodes()] == ["", "Step 1.", " 42", "x"]
+    assert [node.text for node in again.leaves()] == [" 42", "x"]
+
+
+def test_compact_form_leaves_defaults_out():
+    assert Tree().to_dict() == {"root": {}}
+    assert Node(token_ids=[1], text="a").to_dict() == {"ids": [1], "text": "a"}
