@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from fastapi import FastAPI
@@ -16,7 +17,16 @@ ENDPOINTS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
 
 def build_app(state: ServerState | None = None) -> FastAPI:
     """The app; `state` (engine and models) is attached by the CLI once the engine runs."""
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        # Here, not after uvicorn returns: on SIGTERM uvicorn re-raises the signal once it has
+        # shut down, and the engine's processes would outlive us.
+        if app.state.deliberate is not None:
+            app.state.deliberate.generator.shutdown()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="deliberate",
         version="0.1.0",
         description="An OpenAI-compatible server that embeds vLLM and, per request, spends extra "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 
 from search import parse_params
@@ -116,13 +117,23 @@ def serve(args) -> None:
     async def run() -> None:
         log.info("starting the vLLM engine for %s (about 30-60 s on a CPU)", args.model)
         generator = VLLMGenerator.start(engine_args)
-        state = ServerState(generator, models, names[0], generator.model_config.get_diff_sampling_param())
-        config = uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level="info",
-                                timeout_graceful_shutdown=5)
-        log.info("serving %s on http://%s:%d/v1", ", ".join(models), args.host, args.port)
         try:
+            state = ServerState(generator, models, names[0], generator.model_config.get_diff_sampling_param())
+            config = uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level="info",
+                                    timeout_graceful_shutdown=5)
+            log.info("serving %s on http://%s:%d/v1", ", ".join(models), args.host, args.port)
             await uvicorn.Server(config).serve()
         finally:
             generator.shutdown()
 
-    asyncio.run(run())
+    # As vLLM's own server does: SIGTERM unwinds like Ctrl-C, so the engine's processes are
+    # shut down (even mid-startup) instead of being orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        log.info("stopped")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")

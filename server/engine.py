@@ -71,6 +71,7 @@ class VLLMGenerator:
 
     def __init__(self, engine: AsyncLLM, model_path: str):
         self.engine = engine
+        self._stopped = False
         self.tokenizer = engine.get_tokenizer()
         self.model_config = engine.model_config
         self.vocab_size: int = self.model_config.get_vocab_size()
@@ -84,7 +85,9 @@ class VLLMGenerator:
         return cls(engine, engine_args.model)
 
     def shutdown(self) -> None:
-        self.engine.shutdown()
+        if not self._stopped:
+            self._stopped = True
+            self.engine.shutdown()
 
     async def stream(
         self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str | None = None

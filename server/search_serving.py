@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from scorers import SCORERS, MathAnswers
 from search import STRATEGIES, parse_params
@@ -23,7 +23,7 @@ from server.protocol import (
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionResponse,
     CompletionChoice, CompletionChunk, CompletionResponse, DeltaMessage, SearchReport,
 )
-from server.serving import ServedModel, ServerState, cancel_on_disconnect, sse, usage_info
+from server.serving import EventStream, ServedModel, ServerState, cancel_on_disconnect, sse, usage_info
 
 # Per-sample cap when the client gives no max_tokens: a search multiplies every sample's length.
 DEFAULT_SEARCH_MAX_TOKENS = 512
@@ -149,7 +149,7 @@ async def run_chat_search(state: ServerState, req, request: Request, prompt_ids,
     args = (state, plan, last_user_text(req.messages), prompt_ids, max_tokens, req.seed, tuple(req.stop_list()))
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     if req.stream:
-        return StreamingResponse(stream_search(state, req, request_id, args, chat=True), media_type="text/event-stream")
+        return EventStream(stream_search(state, req, request_id, args, chat=True))
 
     async def answer() -> JSONResponse:
         started = time.monotonic()
@@ -171,7 +171,7 @@ async def run_completion_search(state: ServerState, req, request: Request, promp
     args = (state, plan, question, prompt_ids, max_tokens, req.seed, tuple(req.stop_list()))
     request_id = f"cmpl-{uuid.uuid4().hex}"
     if req.stream:
-        return StreamingResponse(stream_search(state, req, request_id, args, chat=False), media_type="text/event-stream")
+        return EventStream(stream_search(state, req, request_id, args, chat=False))
 
     async def answer() -> JSONResponse:
         started = time.monotonic()
@@ -204,6 +204,7 @@ async def stream_search(state: ServerState, req, request_id: str, args, chat: bo
     started = time.monotonic()
     task = asyncio.ensure_future(execute(*args, progress=progress.put_nowait))
     try:
+        yield chunk([], search={"progress": {"strategy": args[1].strategy, "round": 0, "candidates": 0}})
         while not task.done():
             getter = asyncio.ensure_future(progress.get())
             await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from vllm import SamplingParams
 from vllm.sampling_params import RequestOutputKind
 
@@ -178,3 +178,18 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[Response]) -> R
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return Response(status_code=499)
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events that stop as soon as the client leaves, not at the next write.
+
+    Starlette only watches for a disconnect under ASGI spec < 2.4 (uvicorn speaks 2.4 and
+    relies on a failed write); a search may not write for a long while, so ask for the watch.
+    Stopping closes the body generator, which cancels the search and aborts its engine requests.
+    """
+
+    media_type = "text/event-stream"
+
+    async def __call__(self, scope, receive, send):
+        scope = {**scope, "asgi": {**scope.get("asgi", {}), "spec_version": "2.3"}}
+        await super().__call__(scope, receive, send)

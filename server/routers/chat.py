@@ -6,7 +6,7 @@ import time
 import uuid
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from vllm.outputs import RequestOutput
 
 from server import metrics
@@ -17,6 +17,7 @@ from server.protocol import (
 )
 from server.search_serving import effective_search, run_chat_search
 from server.serving import (
+    EventStream,
     ServerState, cancel_on_disconnect, check_context, clamp, sampling_params, sse, state_of,
     token_string, top_logprobs, usage_info,
 )
@@ -59,8 +60,8 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request):
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     outputs = state.generator.stream(prompt_ids, params, request_id)
     if req.stream:
-        return StreamingResponse(
-            stream_chat(state, req, request_id, len(prompt_ids), outputs), media_type="text/event-stream")
+        return EventStream(
+            stream_chat(state, req, request_id, len(prompt_ids), outputs))
     return await cancel_on_disconnect(request, complete_chat(state, req, request_id, outputs))
 
 

@@ -6,7 +6,7 @@ import time
 import uuid
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from server import metrics
 from server.errors import APIError
@@ -15,6 +15,7 @@ from server.protocol import (
 )
 from server.search_serving import effective_search, run_completion_search
 from server.serving import (
+    EventStream,
     ServerState, cancel_on_disconnect, check_context, clamp, merge, sampling_params, sse, state_of,
     token_string, usage_info,
 )
@@ -62,8 +63,8 @@ async def create_completion(req: CompletionRequest, request: Request):
     streams = [state.generator.stream(ids, params, f"{request_id}-{i}") for i, ids in enumerate(prompts)]
     echoes = [state.generator.decode(ids) if req.echo else "" for ids in prompts]
     if req.stream:
-        return StreamingResponse(
-            stream_completion(state, req, request_id, prompts, echoes, merge(streams)), media_type="text/event-stream")
+        return EventStream(
+            stream_completion(state, req, request_id, prompts, echoes, merge(streams)))
     return await cancel_on_disconnect(request, complete(state, req, request_id, prompts, echoes, merge(streams)))
 
 
