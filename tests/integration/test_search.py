@@ -67,7 +67,8 @@ def test_streamed_search_sends_progress_then_answer_then_usage(client):
     progress = [c for c in chunks if not c.choices and (c.model_extra or {}).get("search")]
     content = [c for c in chunks if c.choices]
     usage = [c for c in chunks if c.usage is not None]
-    assert progress and progress[0].model_extra["search"]["progress"]["candidates"] >= 1
+    assert progress[0].model_extra["search"]["progress"]["candidates"] == 0  # sent at once
+    assert progress[-1].model_extra["search"]["progress"]["candidates"] >= 1
     assert chunks.index(progress[-1]) < chunks.index(content[0])
     assert usage and chunks.index(usage[-1]) == len(chunks) - 1
     text = "".join(c.choices[0].delta.content or "" for c in content)
