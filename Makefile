@@ -29,7 +29,7 @@ model: $(READY)
 serve: model
 	$(BIN)/deliberate serve --host $(HOST) --port $(PORT) $(ENGINE_ARGS) $(ARGS)
 
-test: model
+test: model redis
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: $(READY)
@@ -40,6 +40,11 @@ bench: model
 
 overhead: model
 	$(BIN)/python -m bench.overhead $(ARGS)
+
+# A real redis-server for the tree-cache tests (Debian's package), installed when missing.
+.PHONY: redis
+redis:
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
 
 openapi: $(READY)
 	$(BIN)/python -m tests.dump_openapi openapi.yaml

@@ -1,0 +1,423 @@
+"""The tree cache: partial search trees stored by a key that names everything that shapes
+them, so a repeated search is served from its tree and a larger budget continues it.
+
+Two stores share one interface (`TreeStore`):
+
+- `MemoryTreeStore`: in-process LRU with an entry cap and a TTL (the embedded default).
+- `RedisTreeStore`: shared by replicas, with a TTL, a size cap and a lock, so two replicas
+  don't expand the same tree at once.
+
+A cache never fails a request. Redis down or slow degrades every method (get -> None, put ->
+nothing, lock -> runs unlocked), counts it in `deliberate_tree_cache_errors_total`, and logs one
+line per outage; when Redis answers again the same store works again.
+
+Trees are JSON documents: what goes in must be JSON-serializable (dicts with str keys, lists,
+str, int, float incl. inf/nan, bool, None), and what comes out is a fresh copy (tuples come back
+as lists). Both stores serialize, so a tree that works in memory works in Redis too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+from prometheus_client import Counter
+
+logger = logging.getLogger(__name__)
+
+# Bump when the stored tree's layout changes: old trees then simply stop matching.
+TREE_FORMAT_VERSION = 1
+TREE_ID_PREFIX = "tree-"
+TREE_ID_HEX = 24
+
+# Request parameters that never change the tree (how much of it to grow, whether to cache, what
+# to return): dropped from the key even if a caller passes them.
+NON_SHAPING_PARAMS = frozenset({"budget", "budget_tokens", "cache", "return_trace", "tree_id", "strategy"})
+
+DEFAULT_TTL_S = 3600
+DEFAULT_MAX_ENTRIES = 256
+DEFAULT_MAX_TREE_BYTES = 8 * 1024 * 1024  # of the tree's JSON, before compression
+DEFAULT_LOCK_WAIT_S = 30.0  # then the search runs unlocked rather than failing
+DEFAULT_LOCK_TIMEOUT_S = 60.0  # lease of a Redis lock; renewed while held, so a dead holder frees it
+DEFAULT_SOCKET_TIMEOUT_S = 0.5
+DEFAULT_RETRY_AFTER_S = 1.0  # after a Redis failure, calls degrade at once for this long
+
+COMPRESS_ABOVE_BYTES = 4096
+_RAW, _ZLIB = b"J", b"Z"  # one-byte header of a stored value
+
+TREE_CACHE_HITS = Counter("deliberate_tree_cache_hits", "Tree cache lookups that found a tree.", ["store"])
+TREE_CACHE_MISSES = Counter("deliberate_tree_cache_misses", "Tree cache lookups that found none.", ["store"])
+TREE_CACHE_ERRORS = Counter(
+    "deliberate_tree_cache_errors",
+    "Tree cache operations that degraded (store unreachable or slow, or a value that would not "
+    "encode or decode), by operation.",
+    ["store", "op"],
+)
+TREE_CACHE_SKIPPED = Counter(
+    "deliberate_tree_cache_skipped", "Trees not stored because they were over the size cap.", ["store"]
+)
+
+
+# --- key ---------------------------------------------------------------------------------
+
+
+def _canonical(value: Any) -> Any:
+    """Parameters in a form whose JSON is the same for equal meanings (1 and 1.0 alike)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+def tree_key(model_fingerprint: str, strategy: str, shaping_params: Mapping[str, Any],
+             prompt_ids: list[int]) -> str:
+    """The tree's key and public id, "tree-<24 hex>": sha256 over a canonical JSON of everything
+    that shapes the tree. `shaping_params` are the strategy's parameters (a dict or dataclass);
+    the ones in NON_SHAPING_PARAMS are dropped, as are None values (an unset option)."""
+    params = {k: v for k, v in _canonical(shaping_params).items()
+              if k not in NON_SHAPING_PARAMS and v is not None}
+    material = {
+        "v": TREE_FORMAT_VERSION,
+        "model": model_fingerprint,
+        "strategy": strategy,
+        "params": params,
+        "prompt": [int(t) for t in prompt_ids],
+    }
+    blob = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return TREE_ID_PREFIX + hashlib.sha256(blob.encode()).hexdigest()[:TREE_ID_HEX]
+
+
+def is_tree_id(value: object) -> bool:
+    """Whether `value` has the shape of a tree id (check a client's tree_id before using it)."""
+    if not isinstance(value, str) or len(value) != len(TREE_ID_PREFIX) + TREE_ID_HEX:
+        return False
+    digits = value[len(TREE_ID_PREFIX):]
+    return value.startswith(TREE_ID_PREFIX) and all(c in "0123456789abcdef" for c in digits)
+
+
+# --- interface ---------------------------------------------------------------------------
+
+
+@runtime_checkable
+class TreeStore(Protocol):
+    name: str
+
+    async def get(self, tree_id: str) -> dict | None:
+        """The stored tree (a fresh copy), or None: absent, expired, or the store unavailable."""
+
+    async def put(self, tree_id: str, tree: dict) -> None:
+        """Store (replace) the tree; silently not stored if over the size cap or unavailable."""
+
+    def lock(self, tree_id: str) -> contextlib.AbstractAsyncContextManager[bool]:
+        """`async with store.lock(tree_id) as held:` held while a search grows that tree. Waits at
+        most the store's lock wait, then goes on unlocked; `held` says which happened."""
+
+    async def close(self) -> None: ...
+
+
+def _encode_json(tree: dict) -> bytes:
+    return json.dumps(tree, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode()
+
+
+# --- memory ------------------------------------------------------------------------------
+
+
+class MemoryTreeStore:
+    """In-process LRU of serialized trees with an entry cap and a TTL (from the last put)."""
+
+    name = "memory"
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, ttl_s: float = DEFAULT_TTL_S,
+                 max_tree_bytes: int = DEFAULT_MAX_TREE_BYTES, lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
+                 clock: Callable[[], float] = time.monotonic):
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self.max_tree_bytes = max_tree_bytes
+        self.lock_wait_s = lock_wait_s
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # id -> (expires_at, json)
+        self._locks: dict[str, list] = {}  # id -> [asyncio.Lock, holders and waiters]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, tree_id: str) -> dict | None:
+        entry = self._entries.get(tree_id)
+        if entry is not None and entry[0] <= self._clock():
+            del self._entries[tree_id]
+            entry = None
+        if entry is None:
+            TREE_CACHE_MISSES.labels(self.name).inc()
+            return None
+        self._entries.move_to_end(tree_id)
+        TREE_CACHE_HITS.labels(self.name).inc()
+        return json.loads(entry[1])
+
+    async def put(self, tree_id: str, tree: dict) -> None:
+        try:
+            blob = _encode_json(tree)
+        except (TypeError, ValueError) as exc:
+            TREE_CACHE_ERRORS.labels(self.name, "encode").inc()
+            logger.warning("tree cache: tree %s is not JSON-serializable, not stored: %s", tree_id, exc)
+            return
+        if len(blob) > self.max_tree_bytes:
+            TREE_CACHE_SKIPPED.labels(self.name).inc()
+            self._entries.pop(tree_id, None)  # an older, smaller version would be stale now
+            return
+        self._entries[tree_id] = (self._clock() + self.ttl_s, blob)
+        self._entries.move_to_end(tree_id)
+        now = self._clock()
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        # Expired entries at the cold end go too, so memory follows the TTL without lookups.
+        while self._entries:
+            oldest = next(iter(self._entries))
+            if self._entries[oldest][0] > now:
+                break
+            del self._entries[oldest]
+
+    @contextlib.asynccontextmanager
+    async def lock(self, tree_id: str) -> AsyncIterator[bool]:
+        slot = self._locks.setdefault(tree_id, [asyncio.Lock(), 0])
+        slot[1] += 1
+        held = False
+        try:
+            try:
+                held = await asyncio.wait_for(slot[0].acquire(), self.lock_wait_s)
+            except asyncio.TimeoutError:
+                logger.info("tree cache: lock on %s still held after %.1f s; going on unlocked",
+                            tree_id, self.lock_wait_s)
+            try:
+                yield held
+            finally:
+                if held:
+                    slot[0].release()
+        finally:
+            slot[1] -= 1
+            if slot[1] == 0 and self._locks.get(tree_id) is slot:
+                del self._locks[tree_id]
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+
+# --- redis -------------------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for log lines."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        return urlunsplit(parts._replace(netloc=user + netloc))
+    except ValueError:
+        return "<redis url>"
+
+
+class RedisTreeStore:
+    """Trees in Redis as compact JSON (zlib-compressed above COMPRESS_ABOVE_BYTES) under
+    `key_prefix + tree_id` with `SET ... EX ttl_s`. One client (one connection pool) per store;
+    make one store per process."""
+
+    name = "redis"
+
+    def __init__(self, url: str, ttl_s: int = DEFAULT_TTL_S, max_tree_bytes: int = DEFAULT_MAX_TREE_BYTES,
+                 key_prefix: str = "deliberate:tree:", *, lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
+                 lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+                 socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S,
+                 retry_after_s: float = DEFAULT_RETRY_AFTER_S, max_connections: int = 64):
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        self.url = url
+        self.ttl_s = max(1, int(ttl_s))
+        self.max_tree_bytes = max_tree_bytes
+        self.key_prefix = key_prefix
+        self.lock_wait_s = lock_wait_s
+        self.lock_timeout_s = lock_timeout_s
+        self.retry_after_s = retry_after_s
+        # A bad URL raises here, at startup; an unreachable server only degrades later calls.
+        self.client = Redis.from_url(
+            url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
+            retry=Retry(NoBackoff(), 0), retry_on_error=[], max_connections=max_connections,
+            decode_responses=False,
+        )
+        self._down_since: float | None = None  # start of the current failure burst
+        self._retry_at = 0.0  # monotonic time before which calls degrade without trying
+
+    def key(self, tree_id: str) -> str:
+        return self.key_prefix + tree_id
+
+    # -- failure bookkeeping: one log line per burst, a counter per degraded call --
+
+    def _skip(self, op: str) -> bool:
+        """True (and counted) while Redis is known down and not yet due for another try."""
+        if self._down_since is not None and time.monotonic() < self._retry_at:
+            TREE_CACHE_ERRORS.labels(self.name, op).inc()
+            return True
+        return False
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        TREE_CACHE_ERRORS.labels(self.name, op).inc()
+        now = time.monotonic()
+        self._retry_at = now + self.retry_after_s
+        if self._down_since is None:
+            self._down_since = now
+            logger.warning("tree cache: Redis at %s unavailable (%s: %s: %s); searches run uncached until it "
+                           "answers again", redact_url(self.url), op, type(exc).__name__, exc)
+
+    def _succeeded(self) -> None:
+        if self._down_since is not None:
+            logger.warning("tree cache: Redis at %s answers again after %.1f s", redact_url(self.url),
+                           time.monotonic() - self._down_since)
+            self._down_since = None
+
+    # -- values --
+
+    @staticmethod
+    def _pack(blob: bytes) -> bytes:
+        if len(blob) > COMPRESS_ABOVE_BYTES:
+            return _ZLIB + zlib.compress(blob, 1)
+        return _RAW + blob
+
+    @staticmethod
+    def _unpack(value: bytes) -> dict:
+        head, body = value[:1], value[1:]
+        if head == _ZLIB:
+            body = zlib.decompress(body)
+        elif head != _RAW:
+            raise ValueError(f"unknown value header {head!r}")
+        tree = json.loads(body)
+        if not isinstance(tree, dict):
+            raise ValueError(f"stored value is a {type(tree).__name__}, not a tree")
+        return tree
+
+    # -- interface --
+
+    async def get(self, tree_id: str) -> dict | None:
+        if self._skip("get"):
+            return None
+        try:
+            value = await self.client.get(self.key(tree_id))
+        except Exception as exc:  # noqa: BLE001 - redis errors, OSError, timeouts: all degrade
+            self._failed("get", exc)
+            return None
+        self._succeeded()
+        if value is None:
+            TREE_CACHE_MISSES.labels(self.name).inc()
+            return None
+        try:
+            tree = self._unpack(value)
+        except (ValueError, zlib.error) as exc:
+            TREE_CACHE_ERRORS.labels(self.name, "decode").inc()
+            TREE_CACHE_MISSES.labels(self.name).inc()
+            logger.warning("tree cache: stored tree %s does not decode, ignored: %s", tree_id, exc)
+            return None
+        TREE_CACHE_HITS.labels(self.name).inc()
+        return tree
+
+    async def put(self, tree_id: str, tree: dict) -> None:
+        try:
+            blob = _encode_json(tree)
+        except (TypeError, ValueError) as exc:
+            TREE_CACHE_ERRORS.labels(self.name, "encode").inc()
+            logger.warning("tree cache: tree %s is not JSON-serializable, not stored: %s", tree_id, exc)
+            return
+        too_big = len(blob) > self.max_tree_bytes
+        if too_big:
+            TREE_CACHE_SKIPPED.labels(self.name).inc()
+        if self._skip("put"):
+            return
+        try:
+            if too_big:  # an older, smaller version would be stale now
+                await self.client.delete(self.key(tree_id))
+            else:
+                await self.client.set(self.key(tree_id), self._pack(blob), ex=self.ttl_s)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("put", exc)
+            return
+        self._succeeded()
+
+    @contextlib.asynccontextmanager
+    async def lock(self, tree_id: str) -> AsyncIterator[bool]:
+        from redis.exceptions import LockNotOwnedError
+
+        if self._skip("lock"):
+            yield False
+            return
+        lock = self.client.lock(self.key(tree_id) + ":lock", timeout=self.lock_timeout_s, sleep=0.05,
+                                blocking_timeout=self.lock_wait_s, thread_local=False)
+        try:
+            held = await lock.acquire()
+        except Exception as exc:  # noqa: BLE001
+            self._failed("lock", exc)
+            held = False
+        else:
+            self._succeeded()
+            if not held:
+                logger.info("tree cache: lock on %s still held after %.1f s; going on unlocked",
+                            tree_id, self.lock_wait_s)
+        renewer = asyncio.ensure_future(self._renew(lock, tree_id)) if held else None
+        try:
+            yield held
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(BaseException):
+                    await renewer
+            if held:
+                try:
+                    await lock.release()
+                except LockNotOwnedError:
+                    logger.warning("tree cache: lock on %s had expired before release", tree_id)
+                except Exception as exc:  # noqa: BLE001
+                    self._failed("unlock", exc)  # the lease frees it
+
+    async def _renew(self, lock, tree_id: str) -> None:
+        """Keeps the lease alive while the holder lives: a dead replica's lock expires on its own."""
+        from redis.exceptions import LockNotOwnedError
+
+        while True:
+            await asyncio.sleep(self.lock_timeout_s / 3)
+            try:
+                await lock.reacquire()
+            except LockNotOwnedError:
+                logger.warning("tree cache: lost the lock on %s (lease expired)", tree_id)
+                return
+            except Exception as exc:  # noqa: BLE001 - try again next round; the lease bounds the damage
+                self._failed("lock", exc)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+
+
+def build_tree_store(redis_url: str | None, ttl_s: int = DEFAULT_TTL_S, max_entries: int = DEFAULT_MAX_ENTRIES,
+                     **options: Any) -> TreeStore:
+    """Redis when a URL is given (shared by replicas), else the in-process LRU. `options` go to
+    the store's constructor (max_tree_bytes, lock_wait_s, ...)."""
+    if redis_url:
+        return RedisTreeStore(redis_url, ttl_s=ttl_s, **options)
+    return MemoryTreeStore(max_entries=max_entries, ttl_s=ttl_s, **options)
