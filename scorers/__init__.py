@@ -1,4 +1,5 @@
-"""Scorers (how a candidate is valued) and answer extraction. `SCORERS[name]()` builds one."""
+"""Scorers (how a candidate is valued), the default step critic, and answer extraction.
+`SCORERS[name]()` builds a scorer; `PromptedStepCritic()` is the critic strategy's default."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from scorers.answers import MathAnswers, answers_equivalent, extract_answer
 from scorers.mean_logprob import MeanLogprobScorer
 from scorers.p_true import PTrueScorer
 from scorers.self_certainty import SelfCertaintyScorer
+from scorers.step_critic import PromptedStepCritic
 from search.types import Scorer
 
 SCORERS: dict[str, Callable[[], Scorer]] = {
@@ -19,4 +21,4 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
     "p_true": PTrueScorer,
 }
 
-__all__ = ["SCORERS", "MathAnswers", "answers_equivalent", "extract_answer"]
+__all__ = ["SCORERS", "MathAnswers", "PromptedStepCritic", "answers_equivalent", "extract_answer"]

@@ -1,7 +1,8 @@
 """Test-time search strategies over the Generator and Scorer protocols in search.types.
 
 `parse_params` turns a request's `search` object into a strategy's validated parameters;
-`STRATEGIES[name].run(ctx, params)` runs it.
+`STRATEGIES[name].run(ctx, params)` runs it. A `resumable` strategy also takes
+`tree=Tree.from_dict(stored)`, a tree from an earlier result, and continues it.
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Awaitable, Callable, NamedTuple
 
-from search import best_of_n, self_agreement, self_certainty, self_consistency
+from search import best_of_n, critic, mcts, self_agreement, self_certainty, self_consistency
 from search.params import SERVER_KEYS, CommonParams
 from search.types import InvalidSearchParam, SearchContext, SearchResult
 
 
 class Strategy(NamedTuple):
     params: type[CommonParams]
-    run: Callable[[SearchContext, CommonParams], Awaitable[SearchResult]]
+    run: Callable[..., Awaitable[SearchResult]]
+    resumable: bool = False
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -24,6 +26,8 @@ STRATEGIES: dict[str, Strategy] = {
     "self_certainty": Strategy(self_certainty.SelfCertaintyParams, self_certainty.run),
     "self_consistency": Strategy(self_consistency.SelfConsistencyParams, self_consistency.run),
     "self_agreement": Strategy(self_agreement.SelfAgreementParams, self_agreement.run),
+    "mcts": Strategy(mcts.MCTSParams, mcts.run, resumable=True),
+    "critic": Strategy(critic.CriticParams, critic.run),
 }
 
 

@@ -60,3 +60,17 @@ class CommonParams:
         if self.scorer is not None and (not isinstance(self.scorer, str) or not self.scorer):
             raise InvalidSearchParam("search.scorer", f"must be a scorer name, got {self.scorer!r}")
         check_choice("answer_format", self.answer_format, ANSWER_FORMATS)
+
+
+@dataclass
+class StepParams(CommonParams):
+    """What the step searches (mcts, critic) add: where one reasoning step ends."""
+
+    step_delimiter: str = "\n\n"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        delimiter = self.step_delimiter
+        if not isinstance(delimiter, str) or not 1 <= len(delimiter) <= 32:
+            raise InvalidSearchParam("search.step_delimiter",
+                                     f"must be a string of 1 to 32 characters, got {delimiter!r}")

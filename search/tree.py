@@ -1,7 +1,8 @@
 """The search tree every strategy builds: best-of-N is a root with N children, MCTS goes deeper.
 
-A node holds only its own continuation; the text the model saw at a node is the prompt
-followed by `path_ids()`, which keeps extending a node exact in token space.
+A node holds only its own continuation (in a step search, one reasoning step); the text the
+model saw at a node is the prompt followed by `path_ids()`, which keeps extending a node exact
+in token space.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Iterator
 class Node:
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
+    logprobs: list[float] = field(default_factory=list)  # one per token id
     visits: int = 0
     value_sum: float = 0.0
+    prior: float | None = None
     score: float | None = None
     terminal: bool = False
     answer: str | None = None
@@ -27,19 +30,39 @@ class Node:
         """Mean backed-up value; 0 for a node never visited."""
         return self.value_sum / self.visits if self.visits else 0.0
 
+    @property
+    def depth(self) -> int:
+        """Steps from the root: 0 for the root itself."""
+        return len(self.path()) - 1
+
     def add_child(self, **fields) -> Node:
         child = Node(parent=self, **fields)
         self.children.append(child)
         return child
 
-    def path_ids(self) -> list[int]:
-        """Token ids from the root down to and including this node."""
+    def path(self) -> list[Node]:
+        """The nodes from the root down to and including this one."""
         chain = []
         node: Node | None = self
         while node is not None:
-            chain.append(node.token_ids)
+            chain.append(node)
             node = node.parent
-        return [token for ids in reversed(chain) for token in ids]
+        return chain[::-1]
+
+    def path_ids(self) -> list[int]:
+        """Token ids from the root down to and including this node."""
+        return [token for node in self.path() for token in node.token_ids]
+
+    def path_text(self) -> str:
+        return "".join(node.text for node in self.path())
+
+    def path_logprobs(self) -> list[float]:
+        return [logprob for node in self.path() for logprob in node.logprobs]
+
+    def address(self) -> str:
+        """Child indices from the root, "0.2.1"; "" for the root. Names a node in a trace."""
+        indices = [str(node.parent.children.index(node)) for node in self.path()[1:]]
+        return ".".join(indices)
 
     def walk(self) -> Iterator[Node]:
         """This node and all its descendants, depth first."""
@@ -56,10 +79,14 @@ class Node:
             data["ids"] = list(self.token_ids)
         if self.text:
             data["text"] = self.text
+        if self.logprobs:
+            data["logprobs"] = list(self.logprobs)
         if self.visits:
             data["visits"] = self.visits
         if self.value_sum:
             data["value_sum"] = self.value_sum
+        if self.prior is not None:
+            data["prior"] = self.prior
         if self.score is not None:
             data["score"] = self.score
         if self.terminal:
@@ -75,8 +102,10 @@ class Node:
         node = cls(
             token_ids=list(data.get("ids", [])),
             text=data.get("text", ""),
+            logprobs=list(data.get("logprobs", [])),
             visits=data.get("visits", 0),
             value_sum=data.get("value_sum", 0.0),
+            prior=data.get("prior"),
             score=data.get("score"),
             terminal=data.get("terminal", False),
             answer=data.get("answer"),
@@ -89,6 +118,7 @@ class Node:
 @dataclass(eq=False)
 class Tree:
     root: Node = field(default_factory=Node)
+    iterations: int = 0  # search iterations spent on this tree, over every run that grew it
 
     def nodes(self) -> Iterator[Node]:
         return self.root.walk()
@@ -97,8 +127,11 @@ class Tree:
         return [node for node in self.nodes() if not node.children and node is not self.root]
 
     def to_dict(self) -> dict:
-        return {"root": self.root.to_dict()}
+        data: dict = {"root": self.root.to_dict()}
+        if self.iterations:
+            data["iterations"] = self.iterations
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Tree:
-        return cls(Node.from_dict(data["root"]))
+        return cls(Node.from_dict(data["root"]), data.get("iterations", 0))

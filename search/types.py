@@ -77,6 +77,32 @@ class Scorer(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StepToJudge:
+    """One reasoning step as a critic sees it: the solution so far, then the step itself."""
+
+    partial: str
+    step: str
+
+
+class StepCritic(Protocol):
+    """Judges single reasoning steps: the actor model under a critic prompt, or another model.
+
+    Each method takes a whole batch so the engine can serve it at once. A critic on another
+    model keeps its own generator but should meter it against the request's Budget.
+    """
+
+    name: str
+
+    async def judge(self, context: "ScoringContext", steps: Sequence[StepToJudge]) -> list[float]:
+        """The probability, in [0, 1], that each step is correct."""
+        ...
+
+    async def critique(self, context: "ScoringContext", steps: Sequence[StepToJudge]) -> list[str]:
+        """A short critique of each step, saying what is wrong with it."""
+        ...
+
+
 class AnswerExtractor(Protocol):
     """Finds a response's final answer and decides when two answers are the same."""
 
@@ -254,10 +280,11 @@ class Candidate:
 class SearchContext:
     """Everything a strategy is handed for one request.
 
-    `progress`, when given, is called with a small dict after every engine round so the
-    server can stream it. `max_tokens` caps each sample and `stop` strings end one; `seed`
-    (if any) makes sampling reproducible, each engine call deriving its own seed from it.
-    Build it with keywords: the field order is not part of the contract.
+    `critic` judges single steps for the critic-guided search. `progress`, when given, is
+    called with a small dict after every engine round so the server can stream it.
+    `max_tokens` caps each sample (in a step search, the whole answer path) and `stop` strings
+    end one; `seed` (if any) makes sampling reproducible, each engine call deriving its own
+    seed from it. Build it with keywords: the field order is not part of the contract.
     """
 
     question: str
@@ -265,6 +292,7 @@ class SearchContext:
     generator: MeteredGenerator
     answers: AnswerExtractor
     scorer: Scorer | None = None
+    critic: StepCritic | None = None
     progress: Callable[[dict], None] | None = None
     max_tokens: int = 256
     seed: int | None = None

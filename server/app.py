@@ -9,10 +9,10 @@ from fastapi import FastAPI
 
 from server import metrics
 from server.errors import install_error_handlers
-from server.routers import chat, completions, models, ops
+from server.routers import chat, completions, models, ops, trees
 from server.serving import ServerState
 
-ENDPOINTS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"}
+ENDPOINTS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/v1/search/trees"}
 
 
 def build_app(state: ServerState | None = None) -> FastAPI:
@@ -23,6 +23,7 @@ def build_app(state: ServerState | None = None) -> FastAPI:
         # Here, not after uvicorn returns: on SIGTERM uvicorn re-raises the signal once it has
         # shut down, and the engine's processes would outlive us.
         if app.state.deliberate is not None:
+            await app.state.deliberate.tree_store.close()
             app.state.deliberate.generator.shutdown()
 
     app = FastAPI(
@@ -34,7 +35,7 @@ def build_app(state: ServerState | None = None) -> FastAPI:
     )
     app.state.deliberate = state
     install_error_handlers(app)
-    for module in (chat, completions, models, ops):
+    for module in (chat, completions, models, ops, trees):
         app.include_router(module.router)
 
     app.add_middleware(RequestMetrics)
@@ -62,7 +63,8 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            path = scope["path"] if scope["path"] in ENDPOINTS else "other"
+            path = scope["path"].rsplit("/", 1)[0] if scope["path"].startswith("/v1/search/trees/") else scope["path"]
+            path = path if path in ENDPOINTS else "other"
             metrics.REQUESTS.labels(path, str(status)).inc()
             metrics.REQUEST_LATENCY.labels(path).observe(time.monotonic() - started)
 

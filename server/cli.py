@@ -72,6 +72,12 @@ def build_parser():
         "or NAME='{\"strategy\": \"best_of_n\", \"n\": 4}'. Repeatable; listed by /v1/models.")
     serve.add_argument("--default-search", metavar="SPEC",
                        help="A search applied to every request for the model itself (same syntax as --alias).")
+    serve.add_argument("--redis-url", metavar="URL",
+                       help="Share search trees through Redis (e.g. redis://127.0.0.1:6379/0); default: in-process LRU.")
+    serve.add_argument("--tree-cache-ttl", type=int, default=3600, metavar="SECONDS",
+                       help="How long a stored search tree is kept (default 3600).")
+    serve.add_argument("--tree-cache-entries", type=int, default=256, metavar="N",
+                       help="Trees kept by the in-process store (default 256).")
     AsyncEngineArgs.add_cli_args(serve)
     serve.set_defaults(model="default")
     commands.add_parser("bench", help="Benchmarks: `deliberate bench --help`.", add_help=False)
@@ -97,6 +103,7 @@ def serve(args) -> None:
     from server.default_model import DEFAULT_MODEL_NAME, prepare_default_model
     from server.engine import VLLMGenerator
     from server.serving import ServedModel, ServerState
+    from server.tree_store import build_tree_store
 
     if args.model_tag:
         args.model = args.model_tag
@@ -118,7 +125,8 @@ def serve(args) -> None:
         log.info("starting the vLLM engine for %s (about 30-60 s on a CPU)", args.model)
         generator = VLLMGenerator.start(engine_args)
         try:
-            state = ServerState(generator, models, names[0], generator.model_config.get_diff_sampling_param())
+            store = build_tree_store(args.redis_url, args.tree_cache_ttl, args.tree_cache_entries)
+            state = ServerState(generator, models, names[0], store, generator.model_config.get_diff_sampling_param())
             config = uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level="info",
                                     timeout_graceful_shutdown=5)
             log.info("serving %s on http://%s:%d/v1", ", ".join(models), args.host, args.port)

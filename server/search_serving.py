@@ -7,22 +7,26 @@ import asyncio
 import contextlib
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from scorers import SCORERS, MathAnswers
+from scorers import SCORERS, MathAnswers, PromptedStepCritic
 from search import STRATEGIES, parse_params
 from search.params import CommonParams
-from search.types import Budget, InvalidSearchParam, MeteredGenerator, SearchContext, SearchResult
+from search.tree import Tree
+from search.types import (
+    Budget, Candidate, InvalidSearchParam, MeteredGenerator, Sample, SearchContext, SearchResult, Usage,
+)
 from server import metrics
 from server.errors import APIError, error_body
 from server.protocol import (
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionResponse,
     CompletionChoice, CompletionChunk, CompletionResponse, DeltaMessage, SearchReport,
 )
+from server.tree_store import is_tree_id, tree_key
 from server.serving import EventStream, ServedModel, ServerState, cancel_on_disconnect, sse, usage_info
 
 # Per-sample cap when the client gives no max_tokens: a search multiplies every sample's length.
@@ -35,6 +39,8 @@ class SearchPlan:
     params: CommonParams
     budget_tokens: int | None
     return_trace: bool
+    use_cache: bool = True
+    tree_id: str | None = None
 
 
 def effective_search(requested: dict | None, served: ServedModel) -> dict | None:
@@ -69,46 +75,130 @@ def plan_search(state: ServerState, search: dict[str, Any], n: int) -> SearchPla
     trace = search.get("return_trace", False)
     if not isinstance(trace, bool):
         raise APIError(f"search.return_trace: must be true or false, got {trace!r}", 400, "search.return_trace")
-    if search.get("tree_id") is not None:
-        raise APIError("search.tree_id: resuming a stored tree is not available in this version.", 400,
-                       "search.tree_id")
-    return SearchPlan(search["strategy"], params, budget, trace)
+    use_cache = search.get("cache", True)
+    if not isinstance(use_cache, bool):
+        raise APIError(f"search.cache: must be true or false, got {use_cache!r}", 400, "search.cache")
+    tree_id = search.get("tree_id")
+    if tree_id is not None and not is_tree_id(tree_id):
+        raise APIError(f"search.tree_id: not a tree id: {tree_id!r}", 400, "search.tree_id")
+    return SearchPlan(search["strategy"], params, budget, trace, use_cache, tree_id)
+
+
+@dataclass
+class Served:
+    """A search's outcome as served: fresh from the engine or from the tree store."""
+
+    result: SearchResult
+    tree_id: str
+    cache_hit: bool
 
 
 async def execute(state: ServerState, plan: SearchPlan, question: str, prompt_ids: list[int],
-                  max_tokens: int, seed: int | None, stop: tuple[str, ...], progress=None) -> SearchResult:
+                  max_tokens: int, seed: int | None, stop: tuple[str, ...], progress=None) -> Served:
+    """Answer from the stored tree when it already holds this search, else run it (under the
+    tree's lock, so replicas sharing Redis don't grow it twice) and store what it grew."""
+    try:
+        return await _serve_search(state, plan, question, prompt_ids, max_tokens, seed, stop, progress)
+    except asyncio.CancelledError:
+        metrics.SEARCHES.labels(plan.strategy, "cancelled").inc()
+        raise
+
+
+async def _serve_search(state: ServerState, plan: SearchPlan, question: str, prompt_ids: list[int],
+                        max_tokens: int, seed: int | None, stop: tuple[str, ...], progress) -> Served:
+    shaping = {**asdict(plan.params), "max_tokens": max_tokens, "stop": list(stop), "seed": seed}
+    tree_id = tree_key(state.generator.fingerprint, plan.strategy, shaping, prompt_ids)
+    if plan.tree_id is not None and plan.tree_id != tree_id:
+        raise APIError("search.tree_id: that tree was grown for another prompt, model or search parameters; "
+                       "resend the request that created it.", 400, "search.tree_id")
+    if not plan.use_cache:
+        return Served(await run_strategy(state, plan, question, prompt_ids, max_tokens, seed, stop, progress),
+                      tree_id, False)
+    stored = answer_from_store(await state.tree_store.get(tree_id), plan)
+    if stored is not None:
+        metrics.SEARCHES.labels(plan.strategy, "cached").inc()
+        return Served(stored, tree_id, True)
+    async with state.tree_store.lock(tree_id):
+        entry = await state.tree_store.get(tree_id)
+        stored = answer_from_store(entry, plan)
+        if stored is not None:
+            metrics.SEARCHES.labels(plan.strategy, "cached").inc()
+            return Served(stored, tree_id, True)
+        # A larger budget continues a resumable strategy's tree instead of growing it anew.
+        grown = Tree.from_dict(entry["tree"]) if entry and STRATEGIES[plan.strategy].resumable else None
+        result = await run_strategy(state, plan, question, prompt_ids, max_tokens, seed, stop, progress, grown)
+        await state.tree_store.put(tree_id, stored_entry(result, plan))
+    return Served(result, tree_id, False)
+
+
+def stored_entry(result: SearchResult, plan: SearchPlan) -> dict:
+    chosen = result.the_one
+    return {
+        "tree": result.tree, "strategy": result.strategy, "budget_tokens": plan.budget_tokens,
+        "truncated": result.truncated, "selected_index": result.selected_index,
+        "candidates": len(result.candidates), "usage": asdict(result.usage), "trace": result.trace,
+        "answer": {"text": chosen.sample.text, "token_ids": chosen.sample.token_ids,
+                   "finish_reason": chosen.sample.finish_reason, "answer": chosen.answer,
+                   "score": chosen.score, "votes": chosen.votes},
+    }
+
+
+def answer_from_store(entry: dict | None, plan: SearchPlan) -> SearchResult | None:
+    """The stored search's answer, if it is what this request would compute: a finished search,
+    or one cut short by a budget no larger than this request's."""
+    if entry is None:
+        return None
+    if entry["truncated"] and (plan.budget_tokens is None or (entry["budget_tokens"] or 0) < plan.budget_tokens):
+        return None
+    answer = entry["answer"]
+    sample = Sample(token_ids=answer["token_ids"], text=answer["text"], logprobs=[],
+                    finish_reason=answer["finish_reason"])
+    chosen = Candidate(sample, answer["answer"], answer["score"], answer["votes"])
+    # Nothing was generated for this request; the candidates are in the stored tree.
+    return SearchResult(entry["strategy"], chosen, entry["selected_index"], [chosen] * entry["candidates"],
+                        Usage(), entry["truncated"], entry["tree"], entry["trace"])
+
+
+async def run_strategy(state: ServerState, plan: SearchPlan, question: str, prompt_ids: list[int],
+                       max_tokens: int, seed: int | None, stop: tuple[str, ...], progress,
+                       tree: Tree | None = None) -> SearchResult:
     strategy = plan.strategy
     generator = MeteredGenerator(state.generator, Budget(max_tokens=plan.budget_tokens))
     ctx = SearchContext(
         question=question, prompt_ids=prompt_ids, generator=generator,
         answers=MathAnswers(plan.params.answer_format),
         scorer=SCORERS[plan.params.scorer]() if plan.params.scorer else None,
+        critic=PromptedStepCritic() if strategy == "critic" else None,
         progress=progress, max_tokens=max_tokens, seed=seed, stop=stop,
     )
     started = time.monotonic()
     metrics.SEARCHES_IN_FLIGHT.inc()
     outcome = "error"
     try:
-        result = await STRATEGIES[strategy].run(ctx, plan.params)
+        run = STRATEGIES[strategy].run
+        result = await (run(ctx, plan.params, tree=tree) if tree is not None else run(ctx, plan.params))
         outcome = "truncated" if result.truncated else "ok"
         return result
     except asyncio.CancelledError:
-        outcome = "cancelled"
+        outcome = None  # counted by execute(), which also sees cancellations outside the strategy
         raise
     except ValueError as exc:  # the engine refused one of the search's requests (too long a prompt, ...)
         raise APIError(f"The search could not run: {exc}", 400, "search") from exc
     finally:
         metrics.SEARCHES_IN_FLIGHT.dec()
-        metrics.SEARCHES.labels(strategy, outcome).inc()
+        if outcome is not None:
+            metrics.SEARCHES.labels(strategy, outcome).inc()
         metrics.SEARCH_LATENCY.labels(strategy).observe(time.monotonic() - started)
         metrics.ENGINE_CALLS.labels(strategy).inc(generator.usage.engine_calls)
         metrics.GENERATED_TOKENS.labels("search").inc(generator.usage.completion_tokens)
 
 
-def report(result: SearchResult, plan: SearchPlan, elapsed: float) -> SearchReport:
+def report(served: Served, plan: SearchPlan, elapsed: float) -> SearchReport:
+    result = served.result
     chosen = result.the_one
     return SearchReport(
-        strategy=result.strategy, candidates=len(result.candidates), selected_index=result.selected_index,
+        strategy=result.strategy, tree_id=served.tree_id, cache_hit=served.cache_hit,
+        candidates=len(result.candidates), selected_index=result.selected_index,
         selected_score=chosen.score, vote_share=chosen.votes, answer=chosen.answer,
         answer_tokens=len(chosen.sample.token_ids), truncated=result.truncated, elapsed_s=round(elapsed, 3),
         engine_calls=result.usage.engine_calls, trace=result.trace if plan.return_trace else None,
@@ -153,12 +243,13 @@ async def run_chat_search(state: ServerState, req, request: Request, prompt_ids,
 
     async def answer() -> JSONResponse:
         started = time.monotonic()
-        result = await execute(*args)
+        served = await execute(*args)
+        result = served.result
         response = ChatCompletionResponse(
             id=request_id, model=req.model,
             choices=[ChatChoice(index=0, message=AssistantMessage(content=result.the_one.sample.text),
                                 finish_reason=finish_reason(result))],
-            usage=search_usage(result), search=report(result, plan, time.monotonic() - started),
+            usage=search_usage(result), search=report(served, plan, time.monotonic() - started),
         )
         return JSONResponse(response.model_dump(exclude_none=True))
 
@@ -175,11 +266,12 @@ async def run_completion_search(state: ServerState, req, request: Request, promp
 
     async def answer() -> JSONResponse:
         started = time.monotonic()
-        result = await execute(*args)
+        served = await execute(*args)
+        result = served.result
         response = CompletionResponse(
             id=request_id, model=req.model,
             choices=[CompletionChoice(index=0, text=result.the_one.sample.text, finish_reason=finish_reason(result))],
-            usage=search_usage(result), search=report(result, plan, time.monotonic() - started),
+            usage=search_usage(result), search=report(served, plan, time.monotonic() - started),
         )
         return JSONResponse(response.model_dump(exclude_none=True))
 
@@ -213,19 +305,20 @@ async def stream_search(state: ServerState, req, request_id: str, args, chat: bo
             else:
                 getter.cancel()
         try:
-            result = task.result()
+            served = task.result()
         except APIError as exc:
             yield sse(error_body(exc.message, exc.status, exc.param))
             yield "data: [DONE]\n\n"
             return
         plan = args[1]
+        result = served.result
         sample = result.the_one.sample
         if chat:
             yield chunk([piece(role="assistant")])
         for text in text_pieces(state.generator, sample.token_ids, sample.text):
             yield chunk([piece(text)])
         yield chunk([piece(reason=finish_reason(result))],
-                    search=report(result, plan, time.monotonic() - started).model_dump(exclude_none=True))
+                    search=report(served, plan, time.monotonic() - started).model_dump(exclude_none=True))
         if req.stream_options and req.stream_options.include_usage:
             yield chunk([], usage=search_usage(result))
         yield "data: [DONE]\n\n"

@@ -17,6 +17,7 @@ from vllm import SamplingParams
 from vllm.sampling_params import RequestOutputKind
 
 from server.engine import VLLMGenerator
+from server.tree_store import TreeStore
 from server.errors import APIError
 from server.protocol import ModelCard, SamplingFields, TopLogprob, UsageInfo, PromptTokensDetails
 
@@ -37,6 +38,7 @@ class ServerState:
     generator: VLLMGenerator
     models: dict[str, ServedModel]
     root_name: str
+    tree_store: TreeStore
     default_sampling: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self, name: str) -> ServedModel:

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.redis_server import start_redis_server
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "SmolLM2-135M-Instruct"
 ALIAS = "smollm2-sc4"
@@ -27,14 +29,24 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
+def server_redis():
+    """The server's own real Redis (apart from the store tests' one, which they stop and start)."""
+    redis = start_redis_server()
+    try:
+        yield redis
+    finally:
+        redis.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, server_redis):
     port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
     command = [
         sys.executable, "-m", "server", "serve", "default", "--port", str(port),
         "--max-model-len", "2048", "--enforce-eager", "--dtype", "bfloat16",
-        "--alias", f"{ALIAS}=self_consistency,n=4",
+        "--alias", f"{ALIAS}=self_consistency,n=4", "--redis-url", server_redis.url,
     ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

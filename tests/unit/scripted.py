@@ -5,11 +5,12 @@ Tokens are characters (id = ord), so encode/decode are exact and trivially check
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Callable, Sequence
 
 from scorers.answers import MathAnswers
-from search.types import Budget, MeteredGenerator, Sample, SamplingSpec, SearchContext
+from search.types import Budget, MeteredGenerator, Sample, SamplingSpec, SearchContext, StepToJudge
 
 
 def sample(text: str, logprob: float = -1.0, top: list[dict[int, float]] | None = None,
@@ -61,6 +62,76 @@ class ScriptedGenerator:
         return "".join(chr(i) for i in token_ids)
 
 
+def continuation(text: str, spec: SamplingSpec, logprob: float = -1.0,
+                 ids_keep_stop: bool = False) -> Sample:
+    """What an engine returns for `text` under `spec`: cut at the first stop string to end
+    within max_tokens (stop_reason set, the string dropped from the text), else at max_tokens.
+    With `ids_keep_stop` the token ids still hold the stop string, as vLLM's do."""
+    ends = [(text.index(stop) + len(stop), stop) for stop in spec.stop if stop in text]
+    end, stop = min(ends) if ends else (len(text), None)
+    if stop is not None and end <= spec.max_tokens:
+        kept = text[: end - len(stop)]
+        ids = [ord(c) for c in (text[:end] if ids_keep_stop else kept)]
+        return Sample(ids, kept, [logprob] * len(ids), None, "stop", stop)
+    if len(text) > spec.max_tokens:
+        text = text[: spec.max_tokens]
+        return Sample([ord(c) for c in text], text, [logprob] * len(text), None, "length")
+    return Sample([ord(c) for c in text], text, [logprob] * len(text), None, "stop")
+
+
+def by_prompt_suffix(table: dict[str, list], ids_keep_stop: bool = False):
+    """A script answering by how the prompt ends: `table` maps a prompt suffix (the longest
+    that matches wins; "" matches any prompt) to the texts written there, one per sample,
+    cycled; an entry may be (text, logprob). Stop strings and max_tokens apply as in an engine."""
+    def respond(prompt_ids: list[int], spec: SamplingSpec) -> list[Sample]:
+        prompt = "".join(chr(i) for i in prompt_ids)
+        suffix = max((key for key in table if prompt.endswith(key)), key=len)
+        entries = [e if isinstance(e, tuple) else (e, -1.0) for e in table[suffix]]
+        return [continuation(text, spec, logprob, ids_keep_stop)
+                for text, logprob in (entries[i % len(entries)] for i in range(spec.n))]
+    return respond
+
+
+class PathScorer:
+    """A Scorer valuing a path by its exact text (`default` when unlisted); records batches."""
+
+    name = "path"
+    logprobs_needed = None
+    full_vocab = False
+
+    def __init__(self, values: dict[str, float], default: float = 0.5):
+        self.values = values
+        self.default = default
+        self.batches: list[list[str]] = []
+
+    async def score(self, context, candidates: list[Sample]) -> list[float]:
+        self.batches.append([sample.text for sample in candidates])
+        return [self.values.get(sample.text, self.default) for sample in candidates]
+
+
+class ScriptedCritic:
+    """A StepCritic judging a step by its stripped text (`default` when unlisted) and
+    critiquing every step alike; records each batch of steps it was shown."""
+
+    name = "scripted"
+
+    def __init__(self, scores: dict[str, float], default: float = 0.9,
+                 critique: str = "The step is wrong."):
+        self.scores = scores
+        self.default = default
+        self.critique_text = critique
+        self.judged: list[list[StepToJudge]] = []
+        self.critiqued: list[list[StepToJudge]] = []
+
+    async def judge(self, context, steps: list[StepToJudge]) -> list[float]:
+        self.judged.append(list(steps))
+        return [self.scores.get(step.step.strip(), self.default) for step in steps]
+
+    async def critique(self, context, steps: list[StepToJudge]) -> list[str]:
+        self.critiqued.append(list(steps))
+        return [self.critique_text for _ in steps]
+
+
 class FixedScorer:
     """A Scorer returning preset scores, declaring whatever logprobs it is told to need."""
 
@@ -76,17 +147,38 @@ class FixedScorer:
         return self.scores[: len(candidates)]
 
 
-def search_context(generator, *, scorer=None, budget_tokens: int | None = None,
+def search_context(generator, *, scorer=None, critic=None, budget_tokens: int | None = None,
                    deadline: float | None = None, answer_format: str = "auto",
                    seed: int | None = None, progress=None, max_tokens: int = 64,
-                   question: str = "What is 2 + 3?") -> SearchContext:
+                   question: str = "What is 2 + 3?", stop: tuple[str, ...] = ()) -> SearchContext:
     return SearchContext(
         question=question,
         prompt_ids=[1, 2, 3],
         generator=MeteredGenerator(generator, Budget(max_tokens=budget_tokens, deadline=deadline)),
         answers=MathAnswers(answer_format),
         scorer=scorer,
+        critic=critic,
         progress=progress,
         max_tokens=max_tokens,
         seed=seed,
+        stop=stop,
     )
+
+
+class OverlapCounter(ScriptedGenerator):
+    """A ScriptedGenerator that yields once inside every call and records the most calls
+    that were in flight at the same time."""
+
+    def __init__(self, script):
+        super().__init__(script)
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def generate(self, prompt_ids, spec):
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0)
+        try:
+            return await super().generate(prompt_ids, spec)
+        finally:
+            self.in_flight -= 1

@@ -10,7 +10,7 @@ from search.best_of_n import BestOfNParams
 from search.self_agreement import SelfAgreementParams
 from search.self_consistency import SelfConsistencyParams
 from search.types import Budget, BudgetExhausted, MeteredGenerator, SamplingSpec
-from tests.unit.scripted import ScriptedGenerator, sample, search_context
+from tests.unit.scripted import ScriptedCritic, ScriptedGenerator, sample, search_context
 
 TEN_TOKENS = "abcdefghij"
 
@@ -30,16 +30,29 @@ async def test_budget_shortens_the_call_and_marks_the_result_truncated():
     assert result.usage.completion_tokens <= 10
 
 
-@pytest.mark.asyncio
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
-async def test_nothing_affordable_returns_an_empty_truncated_candidate(name):
-    strategy = STRATEGIES[name]
-    ctx = search_context(ScriptedGenerator([]), scorer=MeanLogprobScorer(), budget_tokens=3)
-    result = await strategy.run(ctx, strategy.params(n=4))
+def assert_empty_and_truncated(result):
     assert result.truncated
     assert result.the_one.sample.text == "" and result.candidates == []
     assert result.selected_index == -1
     assert result.usage.completion_tokens == 0 and result.usage.engine_calls == 0
+
+
+# The step searches spend whatever is left on a greedy answer (see test_step_searches.py).
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", sorted(set(STRATEGIES) - {"mcts", "critic"}))
+async def test_nothing_affordable_returns_an_empty_truncated_candidate(name):
+    strategy = STRATEGIES[name]
+    ctx = search_context(ScriptedGenerator([]), scorer=MeanLogprobScorer(), budget_tokens=3)
+    assert_empty_and_truncated(await strategy.run(ctx, strategy.params(n=4)))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+async def test_a_passed_deadline_returns_an_empty_truncated_candidate(name):
+    strategy = STRATEGIES[name]
+    ctx = search_context(ScriptedGenerator([]), scorer=MeanLogprobScorer(), critic=ScriptedCritic({}),
+                         deadline=time.monotonic() - 1)
+    assert_empty_and_truncated(await strategy.run(ctx, strategy.params()))
 
 
 @pytest.mark.asyncio

@@ -28,6 +28,25 @@ from search.types import InvalidSearchParam
     ("self_agreement", {"selection_max_tokens": 0}, "search.selection_max_tokens"),
     ("best_of_n", {"scorer": None}, "search.scorer"),
     ("best_of_n", {"nn": 4}, "search.nn"),
+    ("mcts", {"k": 0}, "search.k"),
+    ("mcts", {"iterations": 0}, "search.iterations"),
+    ("mcts", {"c_puct": -1}, "search.c_puct"),
+    ("mcts", {"c_puct": "1"}, "search.c_puct"),
+    ("mcts", {"max_depth": 65}, "search.max_depth"),
+    ("mcts", {"parallel": 0}, "search.parallel"),
+    ("mcts", {"final": "best"}, "search.final"),
+    ("mcts", {"rollout": "yes"}, "search.rollout"),
+    ("mcts", {"scorer": None}, "search.scorer"),
+    ("mcts", {"step_delimiter": ""}, "search.step_delimiter"),
+    ("mcts", {"step_delimiter": 10}, "search.step_delimiter"),
+    ("mcts", {"beam_width": 2}, "search.beam_width"),
+    ("critic", {"beam_width": 0}, "search.beam_width"),
+    ("critic", {"k": 17}, "search.k"),
+    ("critic", {"max_steps": 0}, "search.max_steps"),
+    ("critic", {"max_revisions": -1}, "search.max_revisions"),
+    ("critic", {"accept_threshold": 1.5}, "search.accept_threshold"),
+    ("critic", {"step_delimiter": "x" * 33}, "search.step_delimiter"),
+    ("critic", {"iterations": 4}, "search.iterations"),
     ("mcts_but_misspelled", {}, "search.strategy"),
     (None, {"n": 4}, "search.strategy"),
 ])
@@ -69,3 +88,12 @@ def test_a_non_object_is_rejected():
     with pytest.raises(InvalidSearchParam) as caught:
         parse_params("best_of_n", ["n", 3])
     assert caught.value.param == "search"
+
+
+def test_step_search_defaults():
+    mcts = parse_params("mcts", {"k": 2, "final": "vote", "rollout": True})
+    assert (mcts.k, mcts.final, mcts.rollout, mcts.scorer, mcts.step_delimiter) == (
+        2, "vote", True, "p_true", "\n\n")
+    critic = parse_params("critic", {"step_delimiter": "\n"})
+    assert (critic.beam_width, critic.k, critic.max_steps, critic.max_revisions,
+            critic.accept_threshold, critic.step_delimiter) == (2, 2, 8, 1, 0.5, "\n")

@@ -23,3 +23,20 @@ def test_round_trip_keeps_shape_fields_and_parents():
 def test_compact_form_leaves_defaults_out():
     assert Tree().to_dict() == {"root": {}}
     assert Node(token_ids=[1], text="a").to_dict() == {"ids": [1], "text": "a"}
+
+
+def test_step_fields_and_the_iteration_count_round_trip():
+    tree = Tree(iterations=5)
+    step = tree.root.add_child(token_ids=[5, 6], text="a\n\n", logprobs=[-0.5, 0.0], prior=0.25,
+                               visits=2, value_sum=1.25, score=0.5)
+    leaf = step.add_child(token_ids=[7], text="5", logprobs=[-0.1], prior=1.0, terminal=True, answer="5")
+    assert (leaf.depth, leaf.address(), tree.root.address()) == (2, "0.0", "")
+    assert (leaf.path_text(), leaf.path_logprobs()) == ("a\n\n5", [-0.5, 0.0, -0.1])
+
+    data = tree.to_dict()
+    assert data["iterations"] == 5
+    assert data["root"]["children"][0]["prior"] == 0.25
+    again = Tree.from_dict(data)
+    assert again.to_dict() == data and again.iterations == 5
+    copied = again.root.children[0].children[0]
+    assert (copied.logprobs, copied.prior, copied.path_ids()) == ([-0.1], 1.0, [5, 6, 7])

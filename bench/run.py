@@ -1,0 +1,306 @@
+"""Accuracy vs compute: run a JSONL problem set through an OpenAI-compatible server, once with
+greedy decoding and once per search strategy, and compare accuracy with generated tokens.
+
+Each line of the data file is {"id", "question", "answer"}. Works against any OpenAI-compatible
+base URL; the search strategies need a deliberate server (they travel in `extra_body`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from openai import APIError, AsyncOpenAI
+from tqdm import tqdm
+
+from scorers.answers import answers_equivalent, extract_answer
+
+DEFAULT_DATA = Path(__file__).parent / "data" / "arith_dev.jsonl"
+DEFAULT_STRATEGIES = "best_of_n,self_certainty,self_consistency,self_agreement"
+GREEDY = "greedy"
+INSTRUCTION = 'Think step by step, then write "The answer is N." with the number N.'
+
+
+@dataclass
+class Outcome:
+    """One problem answered under one strategy."""
+
+    id: str
+    strategy: str
+    gold: str
+    extracted: str | None
+    correct: bool
+    completion_tokens: int | None
+    latency_s: float
+    text: str | None = None
+    search: dict | None = None
+    error: str | None = None
+
+
+def load_problems(path: Path, limit: int | None) -> list[dict]:
+    with path.open() as lines:
+        problems = [json.loads(line) for line in lines if line.strip()]
+    return problems[:limit] if limit else problems
+
+
+def prompt_messages(question: str, instruction: str) -> list[dict]:
+    return [{"role": "user", "content": f"{question}\n{instruction}"}]
+
+
+def request_options(strategy: str, args: argparse.Namespace, extra_search: dict) -> dict:
+    """The chat.completions.create keyword arguments for one strategy (besides model/messages)."""
+    if strategy == GREEDY:
+        return {"temperature": 0.0, "max_tokens": args.max_tokens}
+    search = {"strategy": strategy, "n": args.n, "temperature": args.temperature,
+              "answer_format": args.answer_format}
+    if not args.cache:
+        # A tree cached by an earlier run would make tokens and time look free.
+        search["cache"] = False
+    search.update(extra_search.get(strategy, {}))
+    return {"max_tokens": args.max_tokens, "extra_body": {"search": search}}
+
+
+async def answer_one(client, model: str, problem: dict, strategy: str, options: dict,
+                     args: argparse.Namespace) -> Outcome:
+    gold = str(problem["answer"])
+    started = time.perf_counter()
+    try:
+        response = await client.chat.completions.create(
+            model=model, messages=prompt_messages(problem["question"], args.instruction), **options)
+    except APIError as error:
+        return Outcome(problem["id"], strategy, gold, None, False, None,
+                       time.perf_counter() - started, error=f"{type(error).__name__}: {error}")
+    latency = time.perf_counter() - started
+    text = response.choices[0].message.content or ""
+    extracted = extract_answer(text, args.answer_format)
+    return Outcome(
+        id=problem["id"], strategy=strategy, gold=gold, extracted=extracted,
+        correct=extracted is not None and answers_equivalent(extracted, gold),
+        completion_tokens=response.usage.completion_tokens if response.usage else None,
+        latency_s=latency, text=text, search=(response.model_extra or {}).get("search"))
+
+
+async def run_strategy(client, model: str, problems: list[dict], strategy: str, options: dict,
+                       args: argparse.Namespace) -> tuple[list[Outcome], float]:
+    """All problems under one strategy, at most --concurrency in flight so the engine batches."""
+    slots = asyncio.Semaphore(args.concurrency)
+    progress = tqdm(total=len(problems), desc=f"{strategy:>18}", unit="q", file=sys.stderr)
+
+    async def bounded(problem: dict) -> Outcome:
+        async with slots:
+            outcome = await answer_one(client, model, problem, strategy, options, args)
+        progress.update()
+        return outcome
+
+    started = time.perf_counter()
+    try:
+        outcomes = await asyncio.gather(*(bounded(problem) for problem in problems))
+    finally:
+        progress.close()
+    return outcomes, time.perf_counter() - started
+
+
+def summarize(strategy: str, outcomes: list[Outcome], wall_s: float) -> dict:
+    tokens = [o.completion_tokens for o in outcomes if o.completion_tokens is not None]
+    searches = [o.search for o in outcomes if o.search]
+    errors = [o.error for o in outcomes if o.error]
+    return {
+        "strategy": strategy,
+        "problems": len(outcomes),
+        "correct": sum(o.correct for o in outcomes),
+        "accuracy": sum(o.correct for o in outcomes) / len(outcomes),
+        "no_answer": sum(o.extracted is None and not o.error for o in outcomes),
+        "mean_completion_tokens": statistics.fmean(tokens) if tokens else None,
+        "mean_answer_tokens": _mean_of(searches, "answer_tokens"),
+        "mean_vote_share": _mean_of(searches, "vote_share"),
+        "mean_engine_calls": _mean_of(searches, "engine_calls"),
+        "search_reports": len(searches),
+        "truncated": sum(bool(s.get("truncated")) for s in searches),
+        "cache_hits": sum(bool(s.get("cache_hit")) for s in searches),
+        "wall_s": wall_s,
+        "median_latency_s": statistics.median(o.latency_s for o in outcomes),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+    }
+
+
+def _mean_of(searches: list[dict], key: str) -> float | None:
+    values = [s[key] for s in searches if isinstance(s.get(key), (int, float))]
+    return statistics.fmean(values) if values else None
+
+
+def _ratio(value: float | None, baseline: float | None) -> float | None:
+    return value / baseline if value is not None and baseline else None
+
+
+def add_ratios(summaries: list[dict]) -> None:
+    """Each summary gets accuracy, tokens and wall time relative to the greedy baseline."""
+    greedy = next(s for s in summaries if s["strategy"] == GREEDY)
+    for summary in summaries:
+        summary["accuracy_delta_vs_greedy"] = summary["accuracy"] - greedy["accuracy"]
+        summary["accuracy_ratio_vs_greedy"] = _ratio(summary["accuracy"], greedy["accuracy"])
+        summary["tokens_ratio_vs_greedy"] = _ratio(summary["mean_completion_tokens"],
+                                                   greedy["mean_completion_tokens"])
+        summary["wall_ratio_vs_greedy"] = _ratio(summary["wall_s"], greedy["wall_s"])
+
+
+def format_table(summaries: list[dict]) -> str:
+    def number(value, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    header = ("strategy", "accuracy", "correct", "Δacc", "tokens", "×tokens", "wall s", "×wall",
+              "errors")
+    rows = [header]
+    for s in summaries:
+        rows.append((
+            s["strategy"], f"{s['accuracy']:.1%}", f"{s['correct']}/{s['problems']}",
+            f"{s['accuracy_delta_vs_greedy']:+.1%}", number(s["mean_completion_tokens"], ".1f"),
+            number(s["tokens_ratio_vs_greedy"], ".2f"), f"{s['wall_s']:.1f}",
+            number(s["wall_ratio_vs_greedy"], ".2f"), str(s["errors"]),
+        ))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) if column else cell.ljust(width)
+                       for column, (cell, width) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_tokens(summaries: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    plotted = [s for s in summaries if s["mean_completion_tokens"]]
+    for summary in plotted:
+        point = (summary["mean_completion_tokens"], summary["accuracy"])
+        if summary["strategy"] == GREEDY:
+            axes.scatter(*point, marker="*", s=220, color="black", zorder=3,
+                         label="greedy (temperature 0)")
+            axes.axhline(summary["accuracy"], color="black", linestyle=":", linewidth=1)
+        else:
+            axes.scatter(*point, s=60, zorder=3, label=summary["strategy"])
+    token_counts = [s["mean_completion_tokens"] for s in plotted]
+    # Searches cost N times greedy or more: a log axis keeps greedy from being squashed.
+    if token_counts and max(token_counts) > 4 * min(token_counts):
+        axes.set_xscale("log")
+        axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        axes.xaxis.set_major_formatter(ScalarFormatter())
+        axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_xlabel("mean generated tokens per problem (usage.completion_tokens)")
+    axes.set_ylabel("accuracy")
+    axes.set_ylim(0, min(1.0, max(s["accuracy"] for s in summaries) * 1.25 + 0.05))
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def parse_extra_search(text: str | None, strategies: list[str]) -> dict[str, dict]:
+    if not text:
+        return {}
+    extra = json.loads(text)
+    if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
+        raise SystemExit('--search-json must map strategy names to objects, '
+                         'e.g. \'{"self_consistency": {"n": 16}}\'')
+    unknown = set(extra) - set(strategies)
+    if unknown:
+        raise SystemExit(f"--search-json names strategies not in --strategies: {sorted(unknown)}")
+    return extra
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deliberate bench", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    parser.add_argument("--api-key", default="EMPTY")
+    parser.add_argument("--model", help="model name; default: the first one /v1/models lists")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--limit", type=int, help="only the first LIMIT problems")
+    parser.add_argument("--strategies", default=DEFAULT_STRATEGIES,
+                        help="comma-separated search strategies; a greedy baseline always runs; "
+                             "an empty string runs greedy only")
+    parser.add_argument("--n", type=int, default=8, help="candidates per search")
+    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the searches")
+    parser.add_argument("--max-tokens", type=int, default=256, help="per completion")
+    parser.add_argument("--instruction", default=INSTRUCTION, help="appended to every question")
+    parser.add_argument("--answer-format", default="number",
+                        help="extract_answer format, for scoring and for the searches' votes")
+    parser.add_argument("--search-json",
+                        help='extra search parameters per strategy, e.g. \'{"self_certainty": {"borda_power": 0.5}}\'')
+    parser.add_argument("--cache", action="store_true",
+                        help="let searches use the server's tree cache (off: every search is paid for)")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    parser.add_argument("--request-timeout", type=float, default=1800.0, help="seconds per request")
+    parser.add_argument("--out", type=Path, help="results directory; default bench/results/accuracy-TIMESTAMP")
+    return parser
+
+
+async def run_benchmark(args: argparse.Namespace, strategies: list[str],
+                        extra_search: dict[str, dict]) -> tuple[str, list[dict], list[Outcome]]:
+    # No retries: a retried request would be timed and counted twice.
+    client = AsyncOpenAI(base_url=args.base_url, api_key=args.api_key,
+                         timeout=args.request_timeout, max_retries=0)
+    async with client:
+        model = args.model or (await client.models.list()).data[0].id
+        problems = load_problems(args.data, args.limit)
+        summaries, outcomes = [], []
+        for strategy in [GREEDY, *strategies]:
+            options = request_options(strategy, args, extra_search)
+            strategy_outcomes, wall_s = await run_strategy(client, model, problems, strategy,
+                                                           options, args)
+            summaries.append(summarize(strategy, strategy_outcomes, wall_s))
+            outcomes.extend(strategy_outcomes)
+    return model, summaries, outcomes
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
+    extra_search = parse_extra_search(args.search_json, strategies)
+    out_dir = args.out or Path("bench/results") / time.strftime("accuracy-%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    model, summaries, outcomes = asyncio.run(run_benchmark(args, strategies, extra_search))
+    add_ratios(summaries)
+
+    print(format_table(summaries))
+    for summary in summaries:
+        if summary["first_error"]:
+            print(f"{summary['strategy']}: {summary['errors']} failed, first: {summary['first_error']}")
+        if summary["strategy"] != GREEDY and summary["errors"] < summary["problems"] \
+                and not summary["search_reports"]:
+            print(f"{summary['strategy']}: no response carried a `search` report; "
+                  f"is {args.base_url} a deliberate server?")
+        if summary["cache_hits"]:
+            print(f"{summary['strategy']}: {summary['cache_hits']} answers came from the tree cache")
+
+    config = {key: str(value) if isinstance(value, Path) else value
+              for key, value in vars(args).items()}
+    config.update(model=model, strategies=strategies)
+    (out_dir / "results.json").write_text(json.dumps({"config": config, "summaries": summaries},
+                                                     indent=2))
+    with (out_dir / "records.jsonl").open("w") as records:
+        for outcome in outcomes:
+            records.write(json.dumps(asdict(outcome)) + "\n")
+    plot_path = out_dir / "accuracy_vs_tokens.png"
+    plot_accuracy_vs_tokens(summaries, plot_path,
+                            f"{model} on {args.data.name} ({summaries[0]['problems']} problems, n={args.n})")
+    print(f"results: {out_dir / 'results.json'}, per problem: {out_dir / 'records.jsonl'}, "
+          f"plot: {plot_path}")
+
+
+if __name__ == "__main__":
+    main()

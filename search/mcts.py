@@ -1,0 +1,173 @@
+"""MCTS over reasoning steps (AlphaLLM, ReST-MCTS*; ALGORITHMS §4).
+
+Each iteration selects a leaf by PUCT, Q(c) + c_puct * P(c) * sqrt(N(parent)) / (1 + N(c)),
+where P is the softmax over siblings of each step's mean token logprob; expands it into k
+steps with one engine request (a leaf at max_depth is instead completed greedily, as AlphaLLM
+rolls out at its depth limit); values every new node by the scorer on its path, or on a
+greedy rollout of it to the end; and backs each value up along the path as a running mean.
+A round makes `parallel` descents, each pending leaf counting along its path as a visit that
+returned the lowest value seen (a virtual loss) so that later descents look elsewhere; the
+distinct leaves reached are expanded in one engine batch and valued in one more.
+
+The tree counts its iterations, so a stored tree passed back in continues where it stopped:
+`iterations` is the total over every run on the tree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from search.params import StepParams, check_bool, check_choice, check_int, check_number
+from search.steps import StepSearch, answer_weights
+from search.tree import Node, Tree
+from search.types import BudgetExhausted, InvalidSearchParam, SearchContext, SearchResult
+from search.voting import group_answers, leader
+
+FINAL_RULES = ("most_visited", "highest_value", "vote")
+
+
+@dataclass
+class MCTSParams(StepParams):
+    # p_true, not mean_logprob: the prior already is each step's mean logprob, and a value
+    # repeating it would turn the search into a likelihood search. P(True) is a separate
+    # judgement of the path, in [0, 1] like ReST-MCTS*'s value, for a one-token call per node.
+    scorer: str | None = "p_true"
+    k: int = 3
+    iterations: int = 16
+    c_puct: float = 1.0
+    max_depth: int = 8
+    parallel: int = 4
+    final: str = "most_visited"
+    rollout: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scorer is None:
+            raise InvalidSearchParam("search.scorer", "mcts needs a scorer to value paths")
+        check_int("k", self.k, 1, 16)
+        check_int("iterations", self.iterations, 1, 1024)
+        check_number("c_puct", self.c_puct, 0.0, 100.0)
+        check_int("max_depth", self.max_depth, 1, 64)
+        check_int("parallel", self.parallel, 1, 64)
+        check_choice("final", self.final, FINAL_RULES)
+        check_bool("rollout", self.rollout)
+
+
+def puct(child: Node, parent: Node, c_puct: float, pending: dict[Node, int], floor: float) -> float:
+    visits = child.visits + pending.get(child, 0)
+    if visits == 0:
+        return math.inf  # grown but never valued: the budget ran out in between
+    value = (child.value_sum + pending.get(child, 0) * floor) / visits
+    parent_visits = parent.visits + pending.get(parent, 0)
+    return value + c_puct * child.prior * math.sqrt(parent_visits) / (1 + visits)
+
+
+def select_leaves(tree: Tree, c_puct: float, count: int) -> list[Node]:
+    """The distinct leaves that `count` descents by PUCT reach, each descent under the virtual
+    loss of those before; one reaching a leaf already chosen only adds to its virtual loss."""
+    floor = min((node.score for node in tree.nodes() if node.score is not None), default=0.0)
+    pending: dict[Node, int] = {}
+    leaves: list[Node] = []
+    for _ in range(count):
+        node = tree.root
+        while node.children:
+            parent = node
+            node = max(parent.children, key=lambda child: puct(child, parent, c_puct, pending, floor))
+        if node not in leaves:
+            leaves.append(node)
+        for step in node.path():
+            pending[step] = pending.get(step, 0) + 1
+    return leaves
+
+
+def backup(node: Node, value: float) -> None:
+    for step in node.path():
+        step.visits += 1
+        step.value_sum += value
+
+
+async def evaluate(search: StepSearch, nodes: list[Node], rollout: bool) -> None:
+    """Scores each node's path, or its greedy rollout to the end, and backs the score up."""
+    if not nodes:
+        return
+    samples = [search.path_sample(node) for node in nodes]
+    if rollout:
+        unfinished = [i for i, node in enumerate(nodes) if not node.terminal]
+        replies = await search.ctx.generator.generate_many(
+            [search.request(nodes[i], 1, 0.0, to_end=True) for i in unfinished])
+        for i, [reply] in zip(unfinished, replies):
+            samples[i] = search.path_sample(nodes[i], reply)
+    scores = await search.ctx.scorer.score(search.ctx.scoring_context(), samples)
+    for node, score in zip(nodes, scores):
+        node.score = float(score)
+        backup(node, node.score)
+    search.trace.append({"step": "value", "nodes": [node.address() for node in nodes],
+                         "scores": [node.score for node in nodes], "rollout": rollout})
+
+
+async def iterate(search: StepSearch, leaves: list[Node], params: MCTSParams) -> None:
+    """One round: grow the selected leaves, value what is new, revisit finished paths."""
+    root = search.tree.root
+    unvalued = [leaf for leaf in leaves if leaf is not root and leaf.visits == 0]
+    finished = [leaf for leaf in leaves if leaf.terminal and leaf not in unvalued]
+    growing = [leaf for leaf in leaves if not leaf.terminal and leaf not in unvalued]
+    wide = [leaf for leaf in growing if leaf.depth < params.max_depth]
+    deep = [leaf for leaf in growing if leaf.depth >= params.max_depth]
+    grown = [child for children in await search.expand(wide, params.k) for child in children]
+    grown += await search.complete(deep)
+    await evaluate(search, unvalued + grown, params.rollout)
+    for leaf in finished:
+        backup(leaf, leaf.score)
+    if finished:
+        search.trace.append({"step": "revisit", "nodes": [leaf.address() for leaf in finished]})
+
+
+def rank_key(rule: str) -> Callable[[Node], tuple]:
+    if rule == "most_visited":
+        return lambda node: (node.visits, node.value)
+    return lambda node: (node.visits > 0, node.value, node.visits)
+
+
+def choose(terminals: list[Node], rule: str, equivalent: Callable[[str, str], bool]) -> Node:
+    """The finished path the rule picks; "vote" takes the best-valued path of the answer with
+    the most value (most_visited when no path has an answer). Ties go to the first found."""
+    if rule == "vote":
+        weights = answer_weights([node.score for node in terminals])
+        top = leader(group_answers([node.answer for node in terminals], equivalent, weights))
+        if top is not None:
+            return max((terminals[i] for i in top.members), key=rank_key("highest_value"))
+        rule = "most_visited"
+    return max(terminals, key=rank_key(rule))
+
+
+async def run(ctx: SearchContext, params: MCTSParams, tree: Tree | None = None) -> SearchResult:
+    """Search on a new tree, or on `tree` (a stored one, Tree.from_dict) up to params.iterations."""
+    if ctx.scorer is None:
+        raise ValueError("mcts needs a scorer in its SearchContext")
+    if ctx.scorer.logprobs_needed or ctx.scorer.full_vocab:
+        raise ValueError(f"mcts cannot value paths by {ctx.scorer.name}: a tree keeps only "
+                         "the chosen tokens' logprobs")
+    search = StepSearch(ctx, params, "mcts", tree)
+    try:
+        while search.tree.iterations < params.iterations:
+            count = min(params.parallel, params.iterations - search.tree.iterations)
+            leaves = select_leaves(search.tree, params.c_puct, count)
+            search.trace.append({"step": "leaves", "nodes": [leaf.address() for leaf in leaves]})
+            await iterate(search, leaves, params)
+            search.tree.iterations += len(leaves)
+            search.round_done()
+    except BudgetExhausted as exc:
+        search.stop(exc)
+    terminals = [node for node in search.tree.nodes() if node.terminal]
+    if terminals:
+        chosen = choose(terminals, params.final, ctx.answers.equivalent)
+        rule = params.final
+    else:
+        best = search.tree.root
+        while best.children:
+            best = max(best.children, key=rank_key(params.final))
+        chosen = await search.finish(best)
+        rule = f"{params.final} path, completed greedily"
+    return search.result(chosen, terminals, [node.score for node in terminals], rule)

@@ -1,0 +1,194 @@
+"""What the step searches (mcts, critic) share: growing a tree of reasoning steps in token ids.
+
+A step ends at the delimiter (a stop string, "\\n\\n" by default), which stays in the path, or at
+the end of the answer, which makes the node terminal. Growing a node is one engine request
+with n samples continuing `prompt_ids + path_ids`, so vLLM's prefix cache serves the shared
+prefix; the requests for several nodes go to the engine in one batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Sequence
+
+from search.params import StepParams
+from search.tree import Node, Tree
+from search.types import BudgetExhausted, Candidate, Sample, SamplingSpec, SearchContext, SearchResult
+from search.voting import group_answers, vote_shares
+
+
+def answer_weights(scores: Sequence[float | None]) -> list[float]:
+    """Vote weights: the scores shifted so that none is negative (log-probability scorers give
+    negative ones), which leaves probabilities as they are. Unscored paths weigh nothing."""
+    floor = min([0.0, *(score for score in scores if score is not None)])
+    return [0.0 if score is None else score - floor for score in scores]
+
+
+def softmax(logits: Sequence[float]) -> list[float]:
+    peak = max(logits)
+    exps = [math.exp(logit - peak) for logit in logits]
+    return [value / sum(exps) for value in exps]
+
+
+class StepSearch:
+    """One step search in progress: its context, tree and trace, and the calls that grow it."""
+
+    def __init__(self, ctx: SearchContext, params: StepParams, strategy: str, tree: Tree | None = None):
+        self.ctx = ctx
+        self.params = params
+        self.strategy = strategy
+        self.tree = tree if tree is not None else Tree()
+        self.trace: list[dict] = []
+        self.truncated = False
+        self.rounds = 0
+        self.requests = 0
+
+    def room(self, node: Node) -> int:
+        """Tokens the answer may still grow by below `node`: ctx.max_tokens caps the whole path."""
+        return self.ctx.max_tokens - len(node.path_ids())
+
+    def request_seed(self) -> int | None:
+        """A distinct seed per engine request, so that no two requests repeat each other."""
+        self.requests += 1
+        return None if self.ctx.seed is None else self.ctx.seed + self.requests
+
+    def request(self, parent: Node, n: int, temperature: float, to_end: bool = False,
+                conversation: list[int] | None = None) -> tuple[list[int], SamplingSpec]:
+        """The engine request for n continuations of `parent`'s path: each one step long, or
+        `to_end` of the answer. `conversation` replaces the prompt before the path (a revision
+        is asked for in a conversation that shows the critique)."""
+        stop = self.ctx.stop if to_end else (self.params.step_delimiter, *self.ctx.stop)
+        spec = SamplingSpec(n=n, max_tokens=self.room(parent), temperature=temperature,
+                            top_p=self.params.top_p, stop=stop, seed=self.request_seed())
+        prompt = conversation if conversation is not None else self.ctx.prompt_ids
+        return prompt + parent.path_ids(), spec
+
+    async def propose(self, parents: list[Node], n: int, temperature: float, to_end: bool = False,
+                      conversations: list[list[int]] | None = None) -> list[list[Node]]:
+        """`request`s for every parent in one batch; what comes back is added as their children."""
+        if not parents:
+            return []
+        requests = [self.request(parent, n, temperature, to_end,
+                                 conversations[index] if conversations is not None else None)
+                    for index, parent in enumerate(parents)]
+        replies = await self.ctx.generator.generate_many(requests)
+        grown = [self.add_steps(parent, samples, to_end) for parent, samples in zip(parents, replies)]
+        kind = "complete" if to_end else "rewrite" if conversations is not None else "expand"
+        for parent, children in zip(parents, grown):
+            self.trace.append({"step": kind, "node": parent.address(),
+                               "children": [child.address() for child in children],
+                               "terminal": [child.terminal for child in children]})
+        return grown
+
+    async def expand(self, parents: list[Node], k: int) -> list[list[Node]]:
+        return await self.propose(parents, k, self.params.temperature)
+
+    async def complete(self, parents: list[Node]) -> list[Node]:
+        """One greedy continuation of each parent to the end of the answer."""
+        return [children[0] for children in await self.propose(parents, 1, 0.0, to_end=True)]
+
+    def add_steps(self, parent: Node, samples: list[Sample], to_end: bool) -> list[Node]:
+        """The distinct children these samples make, with priors: the softmax of each step's
+        mean token logprob. A sample equal to an existing child is that child."""
+        children: list[Node] = []
+        logits: list[float] = []
+        for sample in samples:
+            fields = self.step_fields(parent, sample, to_end)
+            child = next((c for c in parent.children if c.token_ids == fields["token_ids"]), None)
+            if child is None:
+                child = parent.add_child(**fields)
+            if child not in children:
+                children.append(child)
+                logits.append(sum(sample.logprobs) / len(sample.logprobs) if sample.logprobs else 0.0)
+        for child, prior in zip(children, softmax(logits) if logits else []):
+            child.prior = prior
+        return children
+
+    def step_fields(self, parent: Node, sample: Sample, to_end: bool) -> dict:
+        ids, text, logprobs = list(sample.token_ids), sample.text, list(sample.logprobs)
+        delimiter = self.params.step_delimiter
+        ends_step = not to_end and sample.stop_reason == delimiter
+        if ends_step:
+            decoded = self.ctx.generator.decode(ids)
+            if delimiter in decoded:
+                # vLLM keeps the tokens that completed a stop string while its text drops the
+                # string; their text (maybe more than the delimiter) is what the path holds.
+                text += decoded[decoded.index(delimiter):]
+            else:
+                forced = self.ctx.generator.encode(delimiter)
+                ids += forced
+                logprobs += [0.0] * len(forced)  # appended by us, not sampled: certain
+                text += delimiter
+        ends_answer = not ends_step and sample.finish_reason == "stop"
+        terminal = ends_answer or len(ids) >= self.room(parent)
+        answer = self.ctx.answers.extract(parent.path_text() + text) if terminal else None
+        return {"token_ids": ids, "text": text, "logprobs": logprobs, "terminal": terminal,
+                "answer": answer}
+
+    def finish_reason(self, node: Node) -> str:
+        return "stop" if node.terminal and self.room(node) > 0 else "length"
+
+    def path_sample(self, node: Node, continuation: Sample | None = None) -> Sample:
+        """The whole answer up to `node`: every step's tokens and text, concatenated, and then
+        `continuation` if one is given."""
+        if continuation is None:
+            return Sample(node.path_ids(), node.path_text(), node.path_logprobs(),
+                          finish_reason=self.finish_reason(node))
+        return Sample(node.path_ids() + continuation.token_ids, node.path_text() + continuation.text,
+                      node.path_logprobs() + continuation.logprobs,
+                      finish_reason=continuation.finish_reason)
+
+    async def finish(self, node: Node) -> Node:
+        """`node`, or when it is unfinished its greedy completion, if the budget affords one."""
+        if node.terminal:
+            return node
+        try:
+            [completed] = await self.complete([node])
+            self.round_done()
+            return completed
+        except BudgetExhausted as exc:
+            self.stop(exc)
+            return node
+
+    def round_done(self) -> None:
+        self.rounds += 1
+        if self.ctx.progress is None:
+            return
+        usage = self.ctx.generator.usage
+        nodes = list(self.tree.nodes())
+        self.ctx.progress({
+            "strategy": self.strategy,
+            "round": self.rounds,
+            "nodes": len(nodes) - 1,
+            "candidates": sum(node.terminal for node in nodes),
+            "completion_tokens": usage.completion_tokens,
+            "engine_calls": usage.engine_calls,
+        })
+
+    def stop(self, reason: BudgetExhausted) -> None:
+        self.truncated = True
+        self.trace.append({"step": "truncated", "reason": str(reason)})
+
+    def result(self, chosen: Node, candidates: list[Node], scores: list[float | None],
+               rule: str) -> SearchResult:
+        """The SearchResult answering with `chosen`'s path; `candidates` are the finished paths
+        and `scores` their scores, which also weigh their answers' vote shares. An unfinished
+        `chosen` joins the candidates and makes the result truncated."""
+        usage = replace(self.ctx.generator.usage)
+        if chosen is self.tree.root:
+            empty = Candidate(Sample(token_ids=[], text="", logprobs=[]))
+            self.trace.append({"step": "select", "node": None, "rule": "nothing generated"})
+            return SearchResult(self.strategy, empty, -1, [], usage, True, self.tree.to_dict(), self.trace)
+        if chosen not in candidates:
+            candidates, scores = [*candidates, chosen], [*scores, chosen.score]
+        weights = answer_weights(scores)
+        groups = group_answers([node.answer for node in candidates], self.ctx.answers.equivalent, weights)
+        votes = vote_shares(groups, len(candidates), sum(weights))
+        made = [Candidate(self.path_sample(node), node.answer, score, share)
+                for node, score, share in zip(candidates, scores, votes)]
+        index = candidates.index(chosen)
+        self.trace.append({"step": "select", "node": chosen.address(), "rule": rule, "answer": chosen.answer})
+        truncated = self.truncated or made[index].sample.finish_reason != "stop"
+        return SearchResult(self.strategy, made[index], index, made, usage, truncated,
+                            self.tree.to_dict(), self.trace)

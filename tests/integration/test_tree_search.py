@@ -1,0 +1,46 @@
+"""MCTS and critic-guided search on the real engine, through the API; MCTS trees resume."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import MODEL
+
+PROBLEM = [{"role": "user", "content": "Sam has 6 marbles and loses 2. How many marbles are left? "
+                                       'Think step by step, then end with "The answer is N."'}]
+
+
+def search(client, spec: dict, max_tokens: int = 64):
+    return client.chat.completions.create(model=MODEL, messages=PROBLEM, max_tokens=max_tokens, seed=4,
+                                          extra_body={"search": spec})
+
+
+def test_mcts_answers_with_its_tree(server, client):
+    response = search(client, {"strategy": "mcts", "k": 2, "iterations": 3, "parallel": 2, "max_depth": 3})
+    report = response.model_extra["search"]
+    assert report["strategy"] == "mcts" and response.choices[0].message.content
+    assert report["engine_calls"] >= 2 and response.usage.completion_tokens >= report["answer_tokens"]
+    tree = httpx.get(f"{server}/v1/search/trees/{report['tree_id']}").json()["tree"]
+    assert len(tree["root"]["children"]) >= 2
+
+
+def test_mcts_resumes_with_a_larger_budget(client):
+    spec = {"strategy": "mcts", "k": 2, "iterations": 12, "parallel": 2, "max_depth": 4}
+    first = search(client, {**spec, "budget_tokens": 40})
+    assert first.model_extra["search"]["truncated"] is True
+    assert first.usage.completion_tokens <= 40
+    resumed = search(client, {**spec, "budget_tokens": 80})
+    report = resumed.model_extra["search"]
+    assert report["tree_id"] == first.model_extra["search"]["tree_id"] and report["cache_hit"] is False
+    # Continuing pays only for what it adds: never more than its own budget.
+    assert 0 < resumed.usage.completion_tokens <= 80
+
+
+def test_critic_search_answers(client):
+    response = search(client, {"strategy": "critic", "beam_width": 2, "k": 2, "max_steps": 2, "max_revisions": 1},
+                      max_tokens=48)
+    report = response.model_extra["search"]
+    assert report["strategy"] == "critic" and response.choices[0].message.content
+    # Actor proposals plus critic judgements: several engine calls, all counted.
+    assert report["engine_calls"] >= 2
+    assert response.usage.completion_tokens > report["answer_tokens"]

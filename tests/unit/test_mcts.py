@@ -1,0 +1,234 @@
+import math
+
+import pytest
+
+from scorers.answers import answers_equivalent
+from scorers.self_certainty import SelfCertaintyScorer
+from search import STRATEGIES, mcts
+from search.mcts import MCTSParams, backup, choose, puct, select_leaves
+from search.tree import Node, Tree
+from tests.unit.scripted import (
+    OverlapCounter, PathScorer, ScriptedGenerator, by_prompt_suffix, search_context,
+)
+
+
+def stats_tree() -> tuple[Tree, Node, Node, Node]:
+    """A root visited 10 times with children A (Q 0.5, P 0.2), B (Q 0.3, P 0.5), C (Q 0.7, P 0.3)."""
+    tree = Tree(Node(visits=10, value_sum=5.6))
+    a = tree.root.add_child(text="A", visits=4, value_sum=2.0, prior=0.2)
+    b = tree.root.add_child(text="B", visits=1, value_sum=0.3, prior=0.5)
+    c = tree.root.add_child(text="C", visits=5, value_sum=3.5, prior=0.3)
+    return tree, a, b, c
+
+
+def test_puct_picks_the_child_with_the_highest_bound():
+    tree, a, b, c = stats_tree()
+    root, no_pending = tree.root, {}
+    # Q + c * P * sqrt(10) / (1 + n): A 0.5 + 0.2 * 3.1623 / 5, B 0.3 + 0.5 * 3.1623 / 2, ...
+    assert puct(a, root, 1.0, no_pending, 0.0) == pytest.approx(0.626491, abs=1e-6)
+    assert puct(b, root, 1.0, no_pending, 0.0) == pytest.approx(1.090569, abs=1e-6)
+    assert puct(c, root, 1.0, no_pending, 0.0) == pytest.approx(0.858114, abs=1e-6)
+    assert select_leaves(tree, 1.0, 1) == [b]  # exploration wins
+    assert select_leaves(tree, 0.1, 1) == [c]  # little exploration: the best value wins
+
+
+def test_virtual_loss_spreads_parallel_selection_over_distinct_leaves():
+    tree, a, b, c = stats_tree()
+    # With B pending (one more visit worth the floor, 0): B 0.15 + 0.5 * sqrt(11) / 3 = 0.703,
+    # C 0.7 + 0.3 * sqrt(11) / 6 = 0.866, A 0.633: C. With C pending too, C 0.732 against
+    # B 0.727 and A 0.639: C again, a collision that only adds to C's virtual loss. Then
+    # C 0.5 + 0.3 * sqrt(13) / 8 = 0.635, B 0.15 + 0.5 * sqrt(13) / 3 = 0.751, A 0.644: B
+    # again; then A 0.5 + 0.2 * sqrt(14) / 5 = 0.650 against B 0.1 + 0.468 and C 0.625: A.
+    assert select_leaves(tree, 1.0, 3) == [b, c]
+    assert select_leaves(tree, 1.0, 5) == [b, c, a]
+    assert (tree.root.visits, b.visits, c.visits) == (10, 1, 5)  # pending visits leave no trace
+
+
+def test_an_unvalued_child_is_selected_first():
+    tree, a, b, c = stats_tree()
+    fresh = tree.root.add_child(text="D", prior=0.01)
+    assert select_leaves(tree, 1.0, 2) == [fresh, b]
+
+
+def test_backup_adds_the_value_to_every_node_on_the_path():
+    tree, a, b, c = stats_tree()
+    leaf = a.add_child(text="A1", prior=1.0)
+    backup(leaf, 0.8)
+    backup(leaf, 0.2)
+    assert (leaf.visits, leaf.value) == (2, pytest.approx(0.5))
+    assert (a.visits, a.value_sum) == (6, pytest.approx(3.0))
+    assert (tree.root.visits, tree.root.value_sum) == (12, pytest.approx(6.6))
+    assert (b.visits, c.visits) == (1, 5)
+
+
+def terminal(root: Node, answer: str | None, visits: int, score: float) -> Node:
+    return root.add_child(text=f"The answer is {answer}.", terminal=True, answer=answer,
+                          visits=visits, value_sum=visits * score, score=score)
+
+
+def test_the_final_rules_pick_by_visits_by_value_or_by_value_weighted_vote():
+    root = Node()
+    t1 = terminal(root, "5", visits=4, score=0.5)
+    t2 = terminal(root, "7", visits=2, score=0.9)
+    t3 = terminal(root, "5", visits=1, score=0.6)
+    terminals = [t1, t2, t3]
+    assert choose(terminals, "most_visited", answers_equivalent) is t1
+    assert choose(terminals, "highest_value", answers_equivalent) is t2
+    # "5" weighs 0.5 + 0.6 against 0.9 for "7"; its best-valued path is t3.
+    assert choose(terminals, "vote", answers_equivalent) is t3
+
+
+def test_the_vote_shifts_log_probability_values_and_falls_back_without_answers():
+    root = Node()
+    t1 = terminal(root, "5", visits=3, score=-1.0)
+    t2 = terminal(root, "7", visits=1, score=-0.2)
+    t3 = terminal(root, "5", visits=1, score=-0.5)
+    # Weights shifted by the lowest (-1): "5" gets 0 + 0.5, "7" gets 0.8.
+    assert choose([t1, t2, t3], "vote", answers_equivalent) is t2
+    unanswered = [terminal(root, None, visits=1, score=0.9), terminal(root, None, visits=2, score=0.1)]
+    assert choose(unanswered, "vote", answers_equivalent) is unanswered[1]
+
+
+TABLE = {
+    "": ["Add 2 and 3.\n\n", "Guess.\n\n", "Think.\n\n"],
+    "Add 2 and 3.\n\n": ["So 2 + 3 = 5.\n\n", "The answer is 5."],
+    "Guess.\n\n": ["The answer is 7."],
+    "Think.\n\n": ["Hmm.\n\n"],
+    "So 2 + 3 = 5.\n\n": ["The answer is 5."],
+    "Hmm.\n\n": ["The answer is 5."],
+}
+VALUES = {"Add 2 and 3.\n\n": 0.8, "Guess.\n\n": 0.3, "Think.\n\n": 0.4,
+          "Add 2 and 3.\n\nSo 2 + 3 = 5.\n\n": 0.9, "Add 2 and 3.\n\nThe answer is 5.": 0.7,
+          "Add 2 and 3.\n\nSo 2 + 3 = 5.\n\nThe answer is 5.": 0.95,
+          "Guess.\n\nThe answer is 7.": 0.1, "Think.\n\nHmm.\n\nThe answer is 5.": 0.6}
+
+
+def context(generator=None, **kw):
+    generator = generator or ScriptedGenerator(by_prompt_suffix(TABLE))
+    return generator, search_context(generator, scorer=kw.pop("scorer", PathScorer(VALUES)), **kw)
+
+
+@pytest.mark.asyncio
+async def test_the_answer_is_the_whole_path_and_candidates_are_the_finished_paths():
+    generator, ctx = context()
+    result = await mcts.run(ctx, MCTSParams(iterations=16, final="highest_value"))
+    chosen = result.the_one
+    assert chosen.sample.text == "Add 2 and 3.\n\nSo 2 + 3 = 5.\n\nThe answer is 5."
+    assert chosen.sample.token_ids == [ord(ch) for ch in chosen.sample.text]
+    assert len(chosen.sample.logprobs) == len(chosen.sample.token_ids)
+    assert chosen.answer == "5" and chosen.sample.finish_reason == "stop" and not result.truncated
+    texts = sorted(candidate.sample.text for candidate in result.candidates)
+    assert texts == sorted(["Add 2 and 3.\n\nThe answer is 5.", "Guess.\n\nThe answer is 7.",
+                            "Think.\n\nHmm.\n\nThe answer is 5.", chosen.sample.text])
+    assert result.candidates[result.selected_index] is chosen
+    assert Tree.from_dict(result.tree).to_dict() == result.tree
+    assert result.tree["iterations"] == 16
+    assert result.usage.engine_calls == len(generator.calls)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("final, expected", [
+    ("highest_value", "Guess.\n\nThe answer is 7."),
+    ("vote", "Add 2 and 3.\n\nSo 2 + 3 = 5.\n\nThe answer is 5."),  # "5" weighs 2.25
+    ("most_visited", "Guess.\n\nThe answer is 7."),  # PUCT keeps revisiting the 0.99 path
+])
+async def test_the_final_rule_decides_the_answer(final, expected):
+    _, ctx = context(scorer=PathScorer({**VALUES, "Guess.\n\nThe answer is 7.": 0.99}))
+    result = await mcts.run(ctx, MCTSParams(iterations=16, final=final))
+    assert result.the_one.sample.text == expected
+    assert len(result.candidates) == 4
+    assert result.trace[-1] == {"step": "select", "node": result.trace[-1]["node"], "rule": final,
+                                "answer": result.the_one.answer}
+
+
+@pytest.mark.asyncio
+async def test_a_rounds_expansions_go_to_the_engine_together_and_are_valued_in_one_batch():
+    generator = OverlapCounter(by_prompt_suffix(TABLE))
+    _, ctx = context(generator)
+    result = await mcts.run(ctx, MCTSParams(iterations=5, parallel=4))
+    # Round 1 expands the root. Round 2's four descents: "Add" (1.089), "Add" again (a
+    # collision), then "Think" (0.773) and "Guess" (0.708) as virtual losses pile up.
+    rounds = [step["nodes"] for step in result.trace if step["step"] == "leaves"]
+    assert rounds[:2] == [[""], ["0", "2", "1"]]
+    assert generator.most_in_flight == 3
+    assert [len(batch) for batch in ctx.scorer.batches][:2] == [3, 4]
+    assert all(spec.n == 3 and spec.stop == ("\n\n",) for _, spec in generator.calls[:4])
+
+
+@pytest.mark.asyncio
+async def test_rollout_values_a_step_by_its_greedy_run_to_the_end():
+    _, ctx = context(scorer=PathScorer({}))
+    await mcts.run(ctx, MCTSParams(iterations=1, rollout=True))
+    rollouts = ctx.generator.inner.calls[1:4]
+    assert [(spec.temperature, spec.stop) for _, spec in rollouts] == [(0.0, ())] * 3
+    assert ctx.scorer.batches == [["Add 2 and 3.\n\nSo 2 + 3 = 5.\n\n", "Guess.\n\nThe answer is 7.",
+                                   "Think.\n\nHmm.\n\n"]]
+
+
+@pytest.mark.asyncio
+async def test_at_max_depth_a_leaf_is_completed_greedily():
+    generator, ctx = context()
+    result = await mcts.run(ctx, MCTSParams(iterations=5, max_depth=1))
+    completions = [spec for _, spec in generator.calls if spec.stop == ()]
+    assert len(completions) == 3 and all(spec.n == 1 and spec.temperature == 0.0 for spec in completions)
+    assert all(node["terminal"] for child in result.tree["root"]["children"] for node in child["children"])
+
+
+@pytest.mark.asyncio
+async def test_without_a_finished_path_the_best_path_is_completed_greedily():
+    generator, ctx = context()
+    result = await mcts.run(ctx, MCTSParams(iterations=1))
+    # Only the root was expanded; its children have a visit each and "Add 2 and 3." the best value.
+    assert result.the_one.sample.text == "Add 2 and 3.\n\nSo 2 + 3 = 5.\n\n"
+    assert generator.calls[-1][0] == [1, 2, 3] + [ord(ch) for ch in "Add 2 and 3.\n\n"]
+    assert generator.calls[-1][1].stop == () and generator.calls[-1][1].temperature == 0.0
+    assert result.candidates == [result.the_one] and not result.truncated
+
+
+@pytest.mark.asyncio
+async def test_a_stored_tree_continues_where_it_stopped():
+    _, ctx = context()
+    first = await mcts.run(ctx, MCTSParams(iterations=2))
+    stored = first.tree
+    before = {node.address(): node.text for node in Tree.from_dict(stored).nodes()}
+
+    generator, ctx = context()
+    resumed = await mcts.run(ctx, MCTSParams(iterations=8), tree=Tree.from_dict(stored))
+    after = {node.address(): node.text for node in Tree.from_dict(resumed.tree).nodes()}
+    assert len(after) > len(before)
+    assert all(after[address] == text for address, text in before.items())
+    assert resumed.tree["iterations"] == 8
+    assert resumed.tree["root"]["visits"] > stored["root"]["visits"]
+    assert generator.calls[0][0] != [1, 2, 3]  # the root was not expanded again
+
+    generator, ctx = context()
+    again = await mcts.run(ctx, MCTSParams(iterations=8), tree=Tree.from_dict(resumed.tree))
+    assert generator.calls == [] and again.tree == resumed.tree
+    assert again.the_one.sample.text == resumed.the_one.sample.text
+
+
+@pytest.mark.asyncio
+async def test_a_run_stopped_by_the_budget_resumes_with_a_larger_one():
+    _, ctx = context(budget_tokens=40)
+    cut = await mcts.run(ctx, MCTSParams(iterations=8))
+    assert cut.truncated and cut.usage.completion_tokens <= 40
+    _, ctx = context(budget_tokens=1000)
+    resumed = await mcts.run(ctx, MCTSParams(iterations=8), tree=Tree.from_dict(cut.tree))
+    assert not resumed.truncated and resumed.tree["iterations"] == 8
+    assert len(list(Tree.from_dict(resumed.tree).nodes())) > len(list(Tree.from_dict(cut.tree).nodes()))
+
+
+@pytest.mark.asyncio
+async def test_mcts_refuses_a_scorer_that_needs_top_logprobs():
+    _, ctx = context(scorer=SelfCertaintyScorer())
+    with pytest.raises(ValueError):
+        await mcts.run(ctx, MCTSParams())
+
+
+def test_registered_as_resumable_with_p_true_by_default():
+    assert STRATEGIES["mcts"].resumable and not STRATEGIES["critic"].resumable
+    params = MCTSParams()
+    assert (params.scorer, params.k, params.iterations, params.c_puct, params.max_depth,
+            params.parallel, params.final, params.step_delimiter) == (
+        "p_true", 3, 16, 1.0, 8, 4, "most_visited", "\n\n")
+    assert math.isclose(params.temperature, 0.7)
