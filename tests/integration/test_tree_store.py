@@ -81,7 +81,8 @@ def test_tree_key_names_everything_that_shapes_the_tree():
                    "tree_id": "tree-" + "0" * 24}
     assert tree_key("fp1", "beam", not_shaping, [1, 2, 3]) == base
     assert tree_key("fp1", "beam", CommonParams(n=4, temperature=0.7), [1, 2, 3]) == \
-        tree_key("fp1", "beam", {"n": 4, "temperature": 0.7, "top_p": 1.0, "answer_format": "auto"}, [1, 2, 3])
+        tree_key("fp1", "beam", {"n": 4, "temperature": 0.7, "top_p": 1.0, "answer_format": "auto",
+                                 "include_greedy": True}, [1, 2, 3])
     others = {
         tree_key("fp2", "beam", {"n": 4, "temperature": 0.7}, [1, 2, 3]),
         tree_key("fp1", "best_of_n", {"n": 4, "temperature": 0.7}, [1, 2, 3]),

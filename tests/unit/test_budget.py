@@ -83,7 +83,7 @@ async def test_unaffordable_scoring_falls_back_to_the_vote():
         return [sample("The answer is 3."), sample("The answer is 4."),
                 sample("The answer is 4.")][: spec.n]
     ctx = search_context(ScriptedGenerator(respond), scorer=PTrueScorer(), budget_tokens=48)
-    result = await best_of_n.run(ctx, BestOfNParams(n=3))
+    result = await best_of_n.run(ctx, BestOfNParams(n=3, include_greedy=False))
     assert result.truncated
     assert result.selected_index == 1
     assert all(c.score is None for c in result.candidates)
@@ -96,7 +96,7 @@ async def test_unaffordable_selection_call_falls_back_to_the_vote():
         return [sample("The answer is 3."), sample("The answer is 4."),
                 sample("The answer is 4.")][: spec.n]
     ctx = search_context(ScriptedGenerator(respond), budget_tokens=48)
-    result = await self_agreement.run(ctx, SelfAgreementParams(n=3))
+    result = await self_agreement.run(ctx, SelfAgreementParams(n=3, include_greedy=False))
     assert result.truncated and result.selected_index == 1
     assert result.usage.engine_calls == 1
 

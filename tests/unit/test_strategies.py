@@ -25,7 +25,7 @@ async def test_best_of_n_picks_the_best_score_from_one_call():
     generator = ScriptedGenerator([sample("The answer is 5.", -2.0), sample("answer: 5", -0.5),
                                    sample("The answer is 7.", -1.0)])
     ctx = search_context(generator, scorer=MeanLogprobScorer())
-    result = await best_of_n.run(ctx, BestOfNParams(n=3))
+    result = await best_of_n.run(ctx, BestOfNParams(n=3, include_greedy=False))
 
     assert result.selected_index == 1
     assert len(generator.calls) == 1 and generator.calls[0][1].n == 3
@@ -56,7 +56,7 @@ async def test_best_of_n_tie_goes_to_the_lowest_index():
 async def test_sampling_asks_for_what_the_scorer_needs(scorer, logprobs, full_vocab):
     generator = ScriptedGenerator(answers_script(["1", "2"]))
     ctx = search_context(generator, scorer=scorer, seed=11, max_tokens=40)
-    await best_of_n.run(ctx, BestOfNParams(n=2, temperature=0.3, top_p=0.8))
+    await best_of_n.run(ctx, BestOfNParams(n=2, temperature=0.3, top_p=0.8, include_greedy=False))
     spec = generator.calls[0][1]
     assert (spec.logprobs, spec.full_vocab_logprobs) == (logprobs, full_vocab)
     assert (spec.temperature, spec.top_p, spec.max_tokens, spec.seed) == (0.3, 0.8, 40, 11)
@@ -178,7 +178,8 @@ async def vote(answers, **params):
 async def test_majority_groups_equivalent_answers():
     generator = ScriptedGenerator([sample("The answer is 999."), sample("It is 1,000"),
                                    sample("so $1000."), sample("\\boxed{1000.0}")])
-    result = await self_consistency.run(search_context(generator), SelfConsistencyParams(n=4))
+    result = await self_consistency.run(search_context(generator),
+                                        SelfConsistencyParams(n=4, include_greedy=False))
     assert result.selected_index == 1
     assert [c.votes for c in result.candidates] == pytest.approx([0.25, 0.75, 0.75, 0.75])
     assert result.the_one.answer == "1000"
@@ -206,8 +207,9 @@ async def test_unparseable_answers_do_not_vote():
 
 @pytest.mark.asyncio
 async def test_adaptive_stops_once_the_vote_is_settled():
-    full, full_generator = await vote(["5"] * 12)
-    adaptive, adaptive_generator = await vote(["5"] * 12, adaptive=True, batch_size=4)
+    full, full_generator = await vote(["5"] * 12, include_greedy=False)
+    adaptive, adaptive_generator = await vote(["5"] * 12, adaptive=True, batch_size=4,
+                                              include_greedy=False)
     assert len(full_generator.calls) == 1
     # After 4 votes the other 8 could still win; after 8, the last 4 could not.
     assert [spec.n for _, spec in adaptive_generator.calls] == [4, 4]
@@ -229,7 +231,7 @@ def test_settled_means_no_remaining_votes_can_change_the_winner():
 
 @pytest.mark.asyncio
 async def test_adaptive_stops_after_one_batch_when_it_already_decides():
-    result, generator = await vote(["5"] * 8, adaptive=True, batch_size=4)
+    result, generator = await vote(["5"] * 8, adaptive=True, batch_size=4, include_greedy=False)
     assert [spec.n for _, spec in generator.calls] == [4]
     assert result.the_one.answer == "5" and len(result.candidates) == 4
 
@@ -237,7 +239,7 @@ async def test_adaptive_stops_after_one_batch_when_it_already_decides():
 @pytest.mark.asyncio
 async def test_adaptive_keeps_sampling_while_the_lead_can_change():
     answers = ["5", "6", "5", "6", "5", "6", "5", "6", "5", "6"]
-    result, generator = await vote(answers, adaptive=True, batch_size=4)
+    result, generator = await vote(answers, adaptive=True, batch_size=4, include_greedy=False)
     assert [spec.n for _, spec in generator.calls] == [4, 4, 2]
     assert result.selected_index == 0
 
@@ -246,7 +248,8 @@ async def test_adaptive_keeps_sampling_while_the_lead_can_change():
 async def test_adaptive_batches_get_distinct_seeds():
     generator = ScriptedGenerator(answers_script(["1", "2"] * 4))
     ctx = search_context(generator, seed=100)
-    await self_consistency.run(ctx, SelfConsistencyParams(n=8, adaptive=True, batch_size=2))
+    await self_consistency.run(ctx, SelfConsistencyParams(n=8, adaptive=True, batch_size=2,
+                                                          include_greedy=False))
     seeds = [spec.seed for _, spec in generator.calls]
     assert len(seeds) == 4 and len(set(seeds)) == 4
 
@@ -264,9 +267,12 @@ def agreement_script(answers: list[str], reply: str):
 
 
 async def agree(answers, reply):
+    # No greedy candidate: the script tells the selection call by its temperature 0, and these
+    # tests are about the verdict, not the candidates (see test_greedy_first.py for those).
     generator = ScriptedGenerator(agreement_script(answers, reply))
     ctx = search_context(generator, question="How many?")
-    return await self_agreement.run(ctx, SelfAgreementParams(n=len(answers))), generator
+    params = SelfAgreementParams(n=len(answers), include_greedy=False)
+    return await self_agreement.run(ctx, params), generator
 
 
 @pytest.mark.asyncio
