@@ -112,8 +112,9 @@ async def _serve_search(state: ServerState, plan: SearchPlan, question: str, pro
         raise APIError("search.tree_id: that tree was grown for another prompt, model or search parameters; "
                        "resend the request that created it.", 400, "search.tree_id")
     if not plan.use_cache:
-        return Served(await run_strategy(state, plan, question, prompt_ids, max_tokens, seed, stop, progress),
-                      tree_id, False)
+        result = await run_strategy(state, plan, question, prompt_ids, max_tokens, seed, stop, progress,
+                                    budget_tokens=plan.budget_tokens)
+        return Served(result, tree_id, False)
     stored = answer_from_store(await state.tree_store.get(tree_id), plan)
     if stored is not None:
         metrics.SEARCHES.labels(plan.strategy, "cached").inc()
@@ -124,17 +125,23 @@ async def _serve_search(state: ServerState, plan: SearchPlan, question: str, pro
         if stored is not None:
             metrics.SEARCHES.labels(plan.strategy, "cached").inc()
             return Served(stored, tree_id, True)
-        # A larger budget continues a resumable strategy's tree instead of growing it anew.
-        grown = Tree.from_dict(entry["tree"]) if entry and STRATEGIES[plan.strategy].resumable else None
-        result = await run_strategy(state, plan, question, prompt_ids, max_tokens, seed, stop, progress, grown)
-        await state.tree_store.put(tree_id, stored_entry(result, plan))
+        # A larger budget continues a resumable strategy's tree instead of growing it anew;
+        # budget_tokens is the tree's total, so the continuation may spend only the difference.
+        grown, spent = None, 0
+        if entry and STRATEGIES[plan.strategy].resumable:
+            grown, spent = Tree.from_dict(entry["tree"]), entry.get("spent_tokens", 0)
+        budget = None if plan.budget_tokens is None else max(1, plan.budget_tokens - spent)
+        result = await run_strategy(state, plan, question, prompt_ids, max_tokens, seed, stop, progress,
+                                    grown, budget)
+        await state.tree_store.put(tree_id, stored_entry(result, plan, spent + result.usage.completion_tokens))
     return Served(result, tree_id, False)
 
 
-def stored_entry(result: SearchResult, plan: SearchPlan) -> dict:
+def stored_entry(result: SearchResult, plan: SearchPlan, spent_tokens: int) -> dict:
     chosen = result.the_one
     return {
         "tree": result.tree, "strategy": result.strategy, "budget_tokens": plan.budget_tokens,
+        "spent_tokens": spent_tokens,
         "truncated": result.truncated, "selected_index": result.selected_index,
         "candidates": len(result.candidates), "usage": asdict(result.usage), "trace": result.trace,
         "answer": {"text": chosen.sample.text, "token_ids": chosen.sample.token_ids,
@@ -161,9 +168,9 @@ def answer_from_store(entry: dict | None, plan: SearchPlan) -> SearchResult | No
 
 async def run_strategy(state: ServerState, plan: SearchPlan, question: str, prompt_ids: list[int],
                        max_tokens: int, seed: int | None, stop: tuple[str, ...], progress,
-                       tree: Tree | None = None) -> SearchResult:
+                       tree: Tree | None = None, budget_tokens: int | None = None) -> SearchResult:
     strategy = plan.strategy
-    generator = MeteredGenerator(state.generator, Budget(max_tokens=plan.budget_tokens))
+    generator = MeteredGenerator(state.generator, Budget(max_tokens=budget_tokens))
     ctx = SearchContext(
         question=question, prompt_ids=prompt_ids, generator=generator,
         answers=MathAnswers(plan.params.answer_format),
