@@ -18,7 +18,8 @@ from search import STRATEGIES, parse_params
 from search.params import CommonParams
 from search.tree import Tree
 from search.types import (
-    Budget, Candidate, InvalidSearchParam, MeteredGenerator, Sample, SearchContext, SearchResult, Usage,
+    Budget, Candidate, InvalidSearchParam, MeteredGenerator, Sample, Scorer, SearchContext, SearchResult,
+    Usage,
 )
 from server import metrics
 from server.errors import APIError, error_body
@@ -41,6 +42,7 @@ class SearchPlan:
     return_trace: bool
     use_cache: bool = True
     tree_id: str | None = None
+    scorer: Scorer | None = None
 
 
 def effective_search(requested: dict | None, served: ServedModel) -> dict | None:
@@ -60,8 +62,8 @@ def plan_search(state: ServerState, search: dict[str, Any], n: int) -> SearchPla
     if params.scorer is not None and params.scorer not in SCORERS:
         raise APIError(f"search.scorer: unknown scorer {params.scorer!r}; known: {', '.join(SCORERS)}",
                        400, "search.scorer")
-    if params.scorer is not None:
-        scorer = SCORERS[params.scorer]()
+    scorer = SCORERS[params.scorer]() if params.scorer is not None else None
+    if scorer is not None:
         limit = state.generator.max_logprobs
         if scorer.full_vocab and limit != -1:
             raise APIError(f"search.scorer: {params.scorer} needs full-vocabulary logprobs; start the "
@@ -81,7 +83,7 @@ def plan_search(state: ServerState, search: dict[str, Any], n: int) -> SearchPla
     tree_id = search.get("tree_id")
     if tree_id is not None and not is_tree_id(tree_id):
         raise APIError(f"search.tree_id: not a tree id: {tree_id!r}", 400, "search.tree_id")
-    return SearchPlan(search["strategy"], params, budget, trace, use_cache, tree_id)
+    return SearchPlan(search["strategy"], params, budget, trace, use_cache, tree_id, scorer)
 
 
 @dataclass
@@ -174,7 +176,7 @@ async def run_strategy(state: ServerState, plan: SearchPlan, question: str, prom
     ctx = SearchContext(
         question=question, prompt_ids=prompt_ids, generator=generator,
         answers=MathAnswers(plan.params.answer_format),
-        scorer=SCORERS[plan.params.scorer]() if plan.params.scorer else None,
+        scorer=plan.scorer,
         critic=PromptedStepCritic() if strategy == "critic" else None,
         progress=progress, max_tokens=max_tokens, seed=seed, stop=stop,
     )
@@ -222,17 +224,24 @@ def finish_reason(result: SearchResult) -> str:
 
 
 def text_pieces(generator, token_ids: list[int], text: str):
-    """The answer as token-sized deltas whose concatenation is exactly `text`."""
-    sent = ""
+    """The answer as token-sized deltas whose concatenation is exactly `text`.
+
+    Each delta decodes only the tokens since the last one (linear, not a decode of the whole
+    prefix per token); if a window does not decode to the next stretch of `text` (a tokenizer
+    that drops leading spaces, a trimmed stop string), the rest goes out in one piece.
+    """
+    sent, start = 0, 0
     for end in range(1, len(token_ids) + 1):
-        prefix = generator.decode(token_ids[:end])
-        if not text.startswith(prefix):
+        piece = generator.decode(token_ids[start:end])
+        if piece.endswith("\ufffd"):  # a multi-byte character still incomplete
+            continue
+        if not text.startswith(piece, sent):
             break
-        if len(prefix) > len(sent) and not prefix.endswith("\ufffd"):
-            yield prefix[len(sent):]
-            sent = prefix
-    if len(text) > len(sent):
-        yield text[len(sent):]
+        if piece:
+            yield piece
+            sent, start = sent + len(piece), end
+    if len(text) > sent:
+        yield text[sent:]
 
 
 def last_user_text(messages) -> str:

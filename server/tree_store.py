@@ -138,6 +138,16 @@ def _encode_json(tree: dict) -> bytes:
 # --- memory ------------------------------------------------------------------------------
 
 
+def _encode_or_count(store: str, tree_id: str, tree: dict) -> bytes | None:
+    """The tree as JSON bytes, or None (counted and logged) when it cannot be serialized."""
+    try:
+        return _encode_json(tree)
+    except (TypeError, ValueError) as exc:
+        TREE_CACHE_ERRORS.labels(store, "encode").inc()
+        logger.warning("tree cache: tree %s is not JSON-serializable, not stored: %s", tree_id, exc)
+        return None
+
+
 class MemoryTreeStore:
     """In-process LRU of serialized trees with an entry cap and a TTL (from the last put)."""
 
@@ -172,11 +182,8 @@ class MemoryTreeStore:
         return json.loads(entry[1])
 
     async def put(self, tree_id: str, tree: dict) -> None:
-        try:
-            blob = _encode_json(tree)
-        except (TypeError, ValueError) as exc:
-            TREE_CACHE_ERRORS.labels(self.name, "encode").inc()
-            logger.warning("tree cache: tree %s is not JSON-serializable, not stored: %s", tree_id, exc)
+        blob = _encode_or_count(self.name, tree_id, tree)
+        if blob is None:
             return
         if len(blob) > self.max_tree_bytes:
             TREE_CACHE_SKIPPED.labels(self.name).inc()
@@ -339,11 +346,8 @@ class RedisTreeStore:
         return tree
 
     async def put(self, tree_id: str, tree: dict) -> None:
-        try:
-            blob = _encode_json(tree)
-        except (TypeError, ValueError) as exc:
-            TREE_CACHE_ERRORS.labels(self.name, "encode").inc()
-            logger.warning("tree cache: tree %s is not JSON-serializable, not stored: %s", tree_id, exc)
+        blob = _encode_or_count(self.name, tree_id, tree)
+        if blob is None:
             return
         too_big = len(blob) > self.max_tree_bytes
         if too_big:
