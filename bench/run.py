@@ -57,8 +57,9 @@ def request_options(strategy: str, args: argparse.Namespace, extra_search: dict)
     """The chat.completions.create keyword arguments for one strategy (besides model/messages)."""
     if strategy == GREEDY:
         return {"temperature": 0.0, "max_tokens": args.max_tokens}
-    search = {"strategy": strategy, "n": args.n, "temperature": args.temperature,
-              "answer_format": args.answer_format}
+    search = {"strategy": strategy, "n": args.n, "answer_format": args.answer_format}
+    if args.temperature is not None:
+        search["temperature"] = args.temperature
     if not args.cache:
         # A tree cached by an earlier run would make tokens and time look free.
         search["cache"] = False
@@ -233,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated search strategies; a greedy baseline always runs; "
                              "an empty string runs greedy only")
     parser.add_argument("--n", type=int, default=8, help="candidates per search")
-    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the searches")
+    parser.add_argument("--temperature", type=float,
+                        help="sampling temperature of every search; default: each strategy's own")
     parser.add_argument("--max-tokens", type=int, default=256, help="per completion")
     parser.add_argument("--instruction", default=INSTRUCTION, help="appended to every question")
     parser.add_argument("--answer-format", default="number",

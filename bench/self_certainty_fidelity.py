@@ -1,10 +1,11 @@
-"""How well do the cheap self-certainty estimates rank candidates, against the exact score?
+"""How well do the self-certainty scores the server can get rank candidates, against the exact score?
 
-The server only sees the top-k logprobs vLLM returns (k <= 20). The exact self-certainty needs
-the whole next-token distribution. This script samples candidates on the real vLLM engine
-(in process, top-20 logprobs, raw temperature-1 distributions), scores each candidate with every
-estimator of scorers/self_certainty.py, and computes the exact score by a teacher-forced forward
-pass over the full vocabulary (the route of the paper's own code). It prints the Spearman rank
+vLLM returns at most the top-k logprobs per token (k <= 20); the exact self-certainty needs the
+whole next-token distribution. This script samples candidates on the real vLLM engine (in
+process, top-20 logprobs and the engine's own per-token record from
+server/self_certainty_recorder.py), scores each candidate with every estimator of
+scorers/self_certainty.py, and computes the exact score by a teacher-forced float32 forward pass
+over the full vocabulary with transformers (the route of the paper's own code). It prints the Spearman rank
 correlation of each estimate with the exact score, within each problem (what best-of-N
 selection depends on) and pooled over all candidates.
 
@@ -25,7 +26,7 @@ from bench.run import DEFAULT_DATA, INSTRUCTION, load_problems
 from scorers.self_certainty import SelfCertaintyScorer
 from search.types import SamplingSpec
 
-ESTIMATES = ("topk", "tail", "deepconf")
+ESTIMATES = ("engine", "tail", "topk", "deepconf")
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -70,7 +71,10 @@ async def sample_all(engine_args, problems, n: int, max_tokens: int, temperature
 
     generator = VLLMGenerator.start(engine_args)
     try:
-        spec = SamplingSpec(n=n, max_tokens=max_tokens, temperature=temperature, logprobs=20, seed=0)
+        spec = SamplingSpec(n=n, max_tokens=max_tokens, temperature=temperature, logprobs=20, seed=0,
+                            token_self_certainty=True)
+        if not generator.records_self_certainty:
+            raise SystemExit("the engine did not install SelfCertaintyRecorder (speculative decoding?)")
         prompts = [generator.chat_prompt_ids([{"role": "user", "content": f"{p['question']}\n{INSTRUCTION}"}])
                    for p in problems]
         samples = await asyncio.gather(*(generator.generate(ids, spec) for ids in prompts))

@@ -13,8 +13,9 @@ from scorers.step_critic import PromptedStepCritic
 from search.types import Scorer
 
 SCORERS: dict[str, Callable[[], Scorer]] = {
-    # The tail estimate ranks candidates closest to the exact score (bench/self_certainty_fidelity.py).
-    "self_certainty": lambda: SelfCertaintyScorer("tail"),
+    "self_certainty": lambda: SelfCertaintyScorer("engine"),
+    # Of the top-k estimates, tail ranks closest to the exact score (bench/self_certainty_fidelity.py).
+    "self_certainty_tail": lambda: SelfCertaintyScorer("tail"),
     "self_certainty_topk": lambda: SelfCertaintyScorer("topk"),
     "self_certainty_deepconf": lambda: SelfCertaintyScorer("deepconf"),
     "self_certainty_exact": lambda: SelfCertaintyScorer("exact"),

@@ -12,6 +12,7 @@ class MeanLogprobScorer:
     name = "mean_logprob"
     logprobs_needed = None  # the chosen token's logprob always comes with the sample
     full_vocab = False
+    token_self_certainty = False
 
     def response_score(self, sample: Sample) -> float:
         if not sample.token_ids:

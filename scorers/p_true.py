@@ -43,6 +43,7 @@ class PTrueScorer:
     name = "p_true"
     logprobs_needed = None
     full_vocab = False
+    token_self_certainty = False
 
     async def score(self, context: ScoringContext, candidates: list[Sample]) -> list[float]:
         generator = context.generator

@@ -1,13 +1,18 @@
 """Self-certainty (Kang, Zhao & Song; ALGORITHMS §1): mean over response tokens of
 KL(uniform || p_i) = logsumexp(z_i) - mean_j(z_ij) - log V.
 
-The engine returns only the top-k logprobs per token unless asked for the whole vocabulary,
-so the token score has four estimators, selectable to measure them against each other:
+The server's engine computes the exact token score beside sampling (server/
+self_certainty_recorder.py); without that it returns only the top-k logprobs per token unless
+asked for the whole vocabulary. So the token score has five sources, selectable to measure
+them against each other:
 
+- "engine" (the default): the exact value the engine recorded for each token, at no extra
+  generation cost.
 - "exact": the formula over every vocabulary entry (needs full-vocabulary logprobs).
 - "topk": the same formula over the top-k slice, as if it were the vocabulary:
   0 when the head is flat, a large value when one token dominates it, exact when k = V.
-- "tail" (the default: it ranks closest to "exact" on our dev set, Spearman 0.76 vs 0.69 for
+- "tail" (the fallback when the engine cannot record, e.g. under speculative decoding: of the
+  top-k estimates it ranks closest to "exact" on our dev set, Spearman 0.76 vs 0.69 for
   "topk" and 0.68 for "deepconf"): uniform-tail completion: the top-k as given and the remaining mass R spread evenly
   over the other V - k tokens. A lower bound on the exact score, close to -log R.
 - "deepconf": DeepConf's token confidence, the mean negative logprob of the top k.
@@ -21,7 +26,7 @@ import numpy as np
 
 from search.types import Sample, ScoringContext
 
-MODES = ("topk", "tail", "deepconf", "exact")
+MODES = ("engine", "topk", "tail", "deepconf", "exact")
 # Keeps log(R) finite when the top-k logprobs round to a total mass of 1.
 MIN_TAIL_MASS = 1e-10
 
@@ -44,14 +49,15 @@ def tail_completion(top: np.ndarray, vocab_size: int) -> float:
 
 
 class SelfCertaintyScorer:
-    def __init__(self, mode: str = "tail", top_k: int = 20):
+    def __init__(self, mode: str = "engine", top_k: int = 20):
         if mode not in MODES:
             raise ValueError(f"self-certainty mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.top_k = top_k
-        self.name = "self_certainty" if mode == "tail" else f"self_certainty_{mode}"
+        self.name = "self_certainty" if mode == "engine" else f"self_certainty_{mode}"
         self.full_vocab = mode == "exact"
-        self.logprobs_needed = None if self.full_vocab else top_k
+        self.token_self_certainty = mode == "engine"
+        self.logprobs_needed = None if mode in ("engine", "exact") else top_k
 
     def token_score(self, position: dict[int, float], vocab_size: int) -> float:
         logprobs = np.fromiter(position.values(), dtype=np.float64, count=len(position))
@@ -67,6 +73,11 @@ class SelfCertaintyScorer:
 
     def response_score(self, sample: Sample, vocab_size: int) -> float:
         """Plain mean over the response tokens; 0 (the least certain) for an empty response."""
+        if self.mode == "engine":
+            if sample.token_self_certainty is None:
+                raise ValueError(f"{self.name} needs the engine's per-token self-certainty in every sample")
+            values = sample.token_self_certainty
+            return sum(values) / len(values) if values else 0.0
         if sample.top_logprobs is None:
             raise ValueError(f"{self.name} needs per-token top logprobs in every sample")
         positions = [p for p in sample.top_logprobs if p]

@@ -46,6 +46,7 @@ class CandidatePool:
             seed=self.call_seed(),
             logprobs=scorer.logprobs_needed if scorer else None,
             full_vocab_logprobs=bool(scorer and scorer.full_vocab),
+            token_self_certainty=bool(scorer and scorer.token_self_certainty),
         )
         if params.include_greedy and not self.samples and n > 1 and params.temperature > 0:
             greedy = replace(spec, n=1, temperature=0.0, top_p=1.0, seed=None)

@@ -5,9 +5,11 @@ where P is the softmax over siblings of each step's mean token logprob; expands 
 steps with one engine request (a leaf at max_depth is instead completed greedily, as AlphaLLM
 rolls out at its depth limit); values every new node by the scorer on its path, or on a
 greedy rollout of it to the end; and backs each value up along the path as a running mean.
-A round makes `parallel` descents, each pending leaf counting along its path as a visit that
-returned the lowest value seen (a virtual loss) so that later descents look elsewhere; the
-distinct leaves reached are expanded in one engine batch and valued in one more.
+Up to `parallel` descents are in flight at once, each selecting its leaf, growing and valuing
+it, and starting over as soon as its own values are backed up, so the engine always holds
+about parallel * k sequences instead of waiting for a round's slowest step. A descent counts
+along its path as a visit that returned the lowest value seen (a virtual loss), so that the
+others look elsewhere, and holds its leaf: no two descents grow the same leaf.
 
 The tree counts its iterations, so a stored tree passed back in continues where it stopped:
 `iterations` is the total over every run on the tree.
@@ -15,6 +17,7 @@ The tree counts its iterations, so a stored tree passed back in continues where 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -38,7 +41,7 @@ class MCTSParams(StepParams):
     iterations: int = 16
     c_puct: float = 1.0
     max_depth: int = 8
-    parallel: int = 4
+    parallel: int = 8
     final: str = "most_visited"
     rollout: bool = False
 
@@ -64,22 +67,25 @@ def puct(child: Node, parent: Node, c_puct: float, pending: dict[Node, int], flo
     return value + c_puct * child.prior * math.sqrt(parent_visits) / (1 + visits)
 
 
-def select_leaves(tree: Tree, c_puct: float, count: int) -> list[Node]:
-    """The distinct leaves that `count` descents by PUCT reach, each descent under the virtual
-    loss of those before; one reaching a leaf already chosen only adds to its virtual loss."""
+def select_leaf(tree: Tree, c_puct: float, pending: dict[Node, int], held: set[Node]) -> Node | None:
+    """The leaf a descent by PUCT reaches under the virtual loss of `pending` descents, never
+    entering a leaf in `held` (or a subtree with nothing else); None when every leaf is held."""
     floor = min((node.score for node in tree.nodes() if node.score is not None), default=0.0)
-    pending: dict[Node, int] = {}
-    leaves: list[Node] = []
-    for _ in range(count):
-        node = tree.root
-        while node.children:
-            parent = node
-            node = max(parent.children, key=lambda child: puct(child, parent, c_puct, pending, floor))
-        if node not in leaves:
-            leaves.append(node)
-        for step in node.path():
-            pending[step] = pending.get(step, 0) + 1
-    return leaves
+    blocked: dict[Node, bool] = {}
+
+    def is_blocked(node: Node) -> bool:
+        if node not in blocked:
+            blocked[node] = node in held or bool(node.children) and all(map(is_blocked, node.children))
+        return blocked[node]
+
+    node = tree.root
+    if is_blocked(node):
+        return None
+    while node.children:
+        parent = node
+        node = max((child for child in parent.children if not is_blocked(child)),
+                   key=lambda child: puct(child, parent, c_puct, pending, floor))
+    return node
 
 
 def backup(node: Node, value: float) -> None:
@@ -107,21 +113,72 @@ async def evaluate(search: StepSearch, nodes: list[Node], rollout: bool) -> None
                          "scores": [node.score for node in nodes], "rollout": rollout})
 
 
-async def iterate(search: StepSearch, leaves: list[Node], params: MCTSParams) -> None:
-    """One round: grow the selected leaves, value what is new, revisit finished paths."""
-    root = search.tree.root
-    unvalued = [leaf for leaf in leaves if leaf is not root and leaf.visits == 0]
-    finished = [leaf for leaf in leaves if leaf.terminal and leaf not in unvalued]
-    growing = [leaf for leaf in leaves if not leaf.terminal and leaf not in unvalued]
-    wide = [leaf for leaf in growing if leaf.depth < params.max_depth]
-    deep = [leaf for leaf in growing if leaf.depth >= params.max_depth]
-    grown = [child for children in await search.expand(wide, params.k) for child in children]
-    grown += await search.complete(deep)
-    await evaluate(search, unvalued + grown, params.rollout)
-    for leaf in finished:
+async def iterate(search: StepSearch, leaf: Node, params: MCTSParams) -> None:
+    """One iteration: grow the leaf and value what is new, or revisit a finished path."""
+    if leaf is not search.tree.root and leaf.visits == 0:
+        await evaluate(search, [leaf], params.rollout)  # grown, but the budget ran out before its value
+    elif leaf.terminal:
         backup(leaf, leaf.score)
-    if finished:
-        search.trace.append({"step": "revisit", "nodes": [leaf.address() for leaf in finished]})
+        search.trace.append({"step": "revisit", "node": leaf.address()})
+    elif leaf.depth < params.max_depth:
+        [children] = await search.expand([leaf], params.k)
+        await evaluate(search, children, params.rollout)
+    else:
+        await evaluate(search, await search.complete([leaf]), params.rollout)
+
+
+class Descents:
+    """The descents in flight on one search's tree: their virtual losses and held leaves."""
+
+    def __init__(self, search: StepSearch, params: MCTSParams):
+        self.search = search
+        self.params = params
+        self.pending: dict[Node, int] = {}
+        self.held: set[Node] = set()
+        self.released = asyncio.Condition()
+        # The budget ran out in one descent: the others finish what they hold, start nothing new.
+        self.stopped: BudgetExhausted | None = None
+
+    async def run(self) -> None:
+        """Until the tree has params.iterations; re-raises what stopped the search early."""
+        tasks = [asyncio.ensure_future(self.descend()) for _ in range(self.params.parallel)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        if self.stopped is not None:
+            raise self.stopped
+
+    def unclaimed(self) -> int:
+        return self.params.iterations - self.search.tree.iterations - len(self.held)
+
+    async def descend(self) -> None:
+        tree = self.search.tree
+        while self.unclaimed() > 0 and self.stopped is None:
+            leaf = select_leaf(tree, self.params.c_puct, self.pending, self.held)
+            if leaf is None:  # every leaf is being grown: wait for one to come back
+                async with self.released:
+                    await self.released.wait()
+                continue
+            path = leaf.path()
+            self.held.add(leaf)
+            for node in path:
+                self.pending[node] = self.pending.get(node, 0) + 1
+            self.search.trace.append({"step": "descent", "node": leaf.address()})
+            try:
+                await iterate(self.search, leaf, self.params)
+                tree.iterations += 1
+            except BudgetExhausted as exc:
+                self.stopped = self.stopped or exc
+            finally:
+                self.held.discard(leaf)
+                for node in path:
+                    self.pending[node] -= 1
+                async with self.released:
+                    self.released.notify_all()
+            self.search.round_done()
 
 
 def rank_key(rule: str) -> Callable[[Node], tuple]:
@@ -146,18 +203,12 @@ async def run(ctx: SearchContext, params: MCTSParams, tree: Tree | None = None) 
     """Search on a new tree, or on `tree` (a stored one, Tree.from_dict) up to params.iterations."""
     if ctx.scorer is None:
         raise ValueError("mcts needs a scorer in its SearchContext")
-    if ctx.scorer.logprobs_needed or ctx.scorer.full_vocab:
+    if ctx.scorer.logprobs_needed or ctx.scorer.full_vocab or ctx.scorer.token_self_certainty:
         raise ValueError(f"mcts cannot value paths by {ctx.scorer.name}: a tree keeps only "
                          "the chosen tokens' logprobs")
     search = StepSearch(ctx, params, "mcts", tree)
     try:
-        while search.tree.iterations < params.iterations:
-            count = min(params.parallel, params.iterations - search.tree.iterations)
-            leaves = select_leaves(search.tree, params.c_puct, count)
-            search.trace.append({"step": "leaves", "nodes": [leaf.address() for leaf in leaves]})
-            await iterate(search, leaves, params)
-            search.tree.iterations += len(leaves)
-            search.round_done()
+        await Descents(search, params).run()
     except BudgetExhausted as exc:
         search.stop(exc)
     terminals = [node for node in search.tree.nodes() if node.terminal]

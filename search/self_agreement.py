@@ -3,7 +3,8 @@
 Sample n solutions, then one greedy call in which the model reads them all and writes
 "The majority voted answer is ...". That answer maps back to the first candidate whose
 extracted answer is equivalent; when the reply cannot be parsed or names no candidate's
-answer, the plain majority vote decides.
+answer, the plain majority vote decides. Solutions too long to fit the context together are
+shown by their endings, where the final answers are.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from search.candidates import CandidatePool
 from search.params import CommonParams, check_int
-from search.types import BudgetExhausted, SamplingSpec, SearchContext, SearchResult
+from search.types import BudgetExhausted, Sample, SamplingSpec, SearchContext, SearchResult
 
 # The paper's Table 11 selection instruction. Its opening sentence, step titles and closing
 # paragraph are the paper's words; the explanation in step 1 is ours.
@@ -78,10 +79,29 @@ async def run(ctx: SearchContext, params: SelfAgreementParams) -> SearchResult:
     return pool.result(index, votes, "majority (selection call not made)")
 
 
+def fitted_prompt(ctx: SearchContext, solutions: list[Sample], reply_tokens: int) -> list[int]:
+    """The selection prompt's token ids, each solution cut to its last tokens as far as needed
+    to leave `reply_tokens` of the context for the reply."""
+    def prompt_ids(texts: list[str]) -> list[int]:
+        content = selection_prompt(ctx.question, texts)
+        return ctx.generator.chat_prompt_ids([{"role": "user", "content": content}])
+
+    room = ctx.generator.max_model_len - reply_tokens
+    ids = prompt_ids([sample.text for sample in solutions])
+    if len(ids) <= room:
+        return ids
+    tokens = [ctx.generator.encode(sample.text) for sample in solutions]
+    share = (room - len(prompt_ids(["..."] * len(solutions)))) // len(solutions)
+    while True:  # re-tokenizing a cut text can take a token more; then cut a little deeper
+        ids = prompt_ids(["..." + ctx.generator.decode(t[-share:]) if share > 0 else "..." for t in tokens])
+        if len(ids) <= room or share <= 0:
+            return ids
+        share -= (len(ids) - room) // len(solutions) + 1
+
+
 async def ask_one_more_time(ctx: SearchContext, pool: CandidatePool,
                             params: SelfAgreementParams) -> SearchResult:
-    content = selection_prompt(ctx.question, [sample.text for sample in pool.samples])
-    prompt_ids = ctx.generator.chat_prompt_ids([{"role": "user", "content": content}])
+    prompt_ids = fitted_prompt(ctx, pool.samples, params.selection_max_tokens)
     spec = SamplingSpec(n=1, max_tokens=params.selection_max_tokens, temperature=0.0)
     [reply] = await ctx.generator.generate(prompt_ids, spec)
     pool.round_done()

@@ -188,6 +188,9 @@ class StepSearch:
         made = [Candidate(self.path_sample(node), node.answer, score, share)
                 for node, score, share in zip(candidates, scores, votes)]
         index = candidates.index(chosen)
+        if self.ctx.generator.budget_limited and not self.truncated:
+            # A step the budget cut short shapes the tree as surely as a search stopped early.
+            self.stop(BudgetExhausted("the budget cut a step short"))
         self.trace.append({"step": "select", "node": chosen.address(), "rule": rule, "answer": chosen.answer})
         truncated = self.truncated or made[index].sample.finish_reason != "stop"
         return SearchResult(self.strategy, made[index], index, made, usage, truncated,

@@ -25,6 +25,8 @@ class SamplingSpec:
     seed: int | None = None
     logprobs: int | None = None  # top-k logprobs per generated token; None: chosen token only
     full_vocab_logprobs: bool = False  # every token's logprob (expensive; exact self-certainty)
+    # each token's exact self-certainty, computed by the engine beside sampling (when it can)
+    token_self_certainty: bool = False
     ignore_eos: bool = False
 
 
@@ -39,12 +41,15 @@ class Sample:
     finish_reason: str | None = None  # "stop" | "length" | None
     stop_reason: str | int | None = None  # the stop string or token that ended it, if any
     cached_prompt_tokens: int = 0
+    token_self_certainty: list[float] | None = None  # per position, when the spec asked and the engine could
 
 
 class Generator(Protocol):
     """What a strategy may ask of the model."""
 
     vocab_size: int
+    max_model_len: int  # prompt plus generated tokens, at most
+    records_self_certainty: bool  # honours SamplingSpec.token_self_certainty
 
     async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:
         """`spec.n` samples continuing `prompt_ids`, all in one engine request."""
@@ -65,13 +70,15 @@ class Generator(Protocol):
 class Scorer(Protocol):
     """Values finished candidates (or partial paths). May itself call the generator.
 
-    `logprobs_needed` and `full_vocab` say what the candidates must be sampled with: top-k
-    logprobs per token (None: none) or every token's logprob.
+    `logprobs_needed`, `full_vocab` and `token_self_certainty` say what the candidates must be
+    sampled with: top-k logprobs per token (None: none), every token's logprob, or each token's
+    self-certainty recorded by the engine.
     """
 
     name: str
     logprobs_needed: int | None
     full_vocab: bool
+    token_self_certainty: bool
 
     async def score(self, context: "ScoringContext", candidates: list[Sample]) -> list[float]:
         ...
@@ -212,6 +219,8 @@ class MeteredGenerator:
         self.budget = budget or Budget()
         self.usage = Usage()
         self.vocab_size = inner.vocab_size
+        self.max_model_len = inner.max_model_len
+        self.records_self_certainty = inner.records_self_certainty
         self.budget_limited = False
 
     async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:

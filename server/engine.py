@@ -7,20 +7,24 @@ shared prefix.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.exceptions import VLLMClientError
 from vllm.inputs import tokens_input
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from search.types import SamplingSpec, Sample
+from server.self_certainty_recorder import RECORD_KEY, SelfCertaintyRecorder, read_record, record_path
 
 _request_ids = itertools.count()
 
@@ -45,7 +49,8 @@ def sampling_params_from_spec(spec: SamplingSpec) -> SamplingParams:
     )
 
 
-def sample_from_output(output: CompletionOutput, cached_prompt_tokens: int, top_k: int | None) -> Sample:
+def sample_from_output(output: CompletionOutput, cached_prompt_tokens: int, top_k: int | None,
+                       record: str | None = None) -> Sample:
     chosen: list[float] = []
     top: list[dict[int, float]] | None = [] if top_k else None
     for token_id, position in zip(output.token_ids, output.logprobs or []):
@@ -63,14 +68,17 @@ def sample_from_output(output: CompletionOutput, cached_prompt_tokens: int, top_
         finish_reason=output.finish_reason,
         stop_reason=output.stop_reason,
         cached_prompt_tokens=cached_prompt_tokens,
+        token_self_certainty=read_record(record, len(output.token_ids)) if record else None,
     )
 
 
 class VLLMGenerator:
     """Owns the AsyncLLM engine and its tokenizer."""
 
-    def __init__(self, engine: AsyncLLM, model_path: str):
+    def __init__(self, engine: AsyncLLM, model_path: str, records_self_certainty: bool = False):
         self.engine = engine
+        # True when SelfCertaintyRecorder runs in the engine's sampler.
+        self.records_self_certainty = records_self_certainty
         self._stopped = False
         self.tokenizer = engine.get_tokenizer()
         self.model_config = engine.model_config
@@ -88,8 +96,12 @@ class VLLMGenerator:
             # request's prompt is prefilled in chunks; any client sending `seed` under load could
             # take the server down. Whole prompts only, unless the operator asks otherwise.
             engine_args.enable_chunked_prefill = False
+        # vLLM refuses custom logits processors under speculative decoding.
+        records = engine_args.speculative_config is None
+        if records:
+            engine_args.logits_processors = [*(engine_args.logits_processors or []), SelfCertaintyRecorder]
         engine = AsyncLLM.from_engine_args(engine_args)
-        return cls(engine, engine_args.model)
+        return cls(engine, engine_args.model, records)
 
     def shutdown(self) -> None:
         if not self._stopped:
@@ -101,19 +113,46 @@ class VLLMGenerator:
     ) -> AsyncIterator[RequestOutput]:
         """vLLM's own outputs for one request; closing the iterator aborts the request."""
         request_id = request_id or f"dlb-{next(_request_ids)}"
-        async for output in self.engine.generate(tokens_input(list(prompt_ids)), params, request_id):
-            yield output
+        try:
+            async for output in self.engine.generate(tokens_input(list(prompt_ids)), params, request_id):
+                yield output
+        except VLLMClientError as exc:  # a request the engine refuses (too long a prompt, ...)
+            raise ValueError(str(exc)) from exc
 
     async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:
         params = sampling_params_from_spec(spec)
+        if spec.token_self_certainty and self.records_self_certainty:
+            return await self._generate_recorded(prompt_ids, params, _top_k(spec))
+        final = await self._final_output(prompt_ids, params)
+        outputs = sorted(final.outputs, key=lambda o: o.index)
+        return [sample_from_output(o, final.num_cached_tokens or 0, _top_k(spec)) for o in outputs]
+
+    async def _generate_recorded(self, prompt_ids: Sequence[int], params: SamplingParams,
+                                 top_k: int | None) -> list[Sample]:
+        """n requests of one sample each, every one with its own self-certainty record: vLLM
+        fans `n` out into child requests all the same, but children share one extra_args."""
+        names = [secrets.token_hex(12) for _ in range(params.n)]
+        children = []
+        for index, name in enumerate(names):
+            child = params.clone()
+            child.n = 1
+            child.seed = None if params.seed is None else params.seed + index
+            child.extra_args = {**(params.extra_args or {}), RECORD_KEY: name}
+            children.append(child)
+        try:
+            finals = await asyncio.gather(*(self._final_output(prompt_ids, child) for child in children))
+            return [sample_from_output(final.outputs[0], final.num_cached_tokens or 0, top_k, name)
+                    for final, name in zip(finals, names)]
+        finally:
+            for name in names:  # aborted or failed requests leave theirs behind
+                record_path(name).unlink(missing_ok=True)
+
+    async def _final_output(self, prompt_ids: Sequence[int], params: SamplingParams) -> RequestOutput:
         final: RequestOutput | None = None
         async for output in self.stream(prompt_ids, params):
             final = output
         assert final is not None and final.finished
-        top_k = -1 if spec.full_vocab_logprobs else spec.logprobs
-        cached = final.num_cached_tokens or 0
-        outputs = sorted(final.outputs, key=lambda o: o.index)
-        return [sample_from_output(o, cached, top_k) for o in outputs]
+        return final
 
     def chat_prompt_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
         ids = self.tokenizer.apply_chat_template(
@@ -129,6 +168,10 @@ class VLLMGenerator:
 
     def token_text(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
+
+
+def _top_k(spec: SamplingSpec) -> int | None:
+    return -1 if spec.full_vocab_logprobs else spec.logprobs
 
 
 def _fingerprint(model_path: str, tokenizer, vocab_size: int) -> str:

@@ -63,6 +63,10 @@ def plan_search(state: ServerState, search: dict[str, Any], n: int) -> SearchPla
         raise APIError(f"search.scorer: unknown scorer {params.scorer!r}; known: {', '.join(SCORERS)}",
                        400, "search.scorer")
     scorer = SCORERS[params.scorer]() if params.scorer is not None else None
+    if scorer is not None and scorer.token_self_certainty and not state.generator.records_self_certainty:
+        # No recorder in this engine (speculative decoding): the best top-k estimate instead,
+        # under its own name in the report.
+        scorer = SCORERS["self_certainty_tail"]()
     if scorer is not None:
         limit = state.generator.max_logprobs
         if scorer.full_vocab and limit != -1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import httpx
@@ -123,3 +124,34 @@ def test_disconnect_cancels_the_search(server):
     plain = httpx.post(f"{server}/v1/chat/completions", timeout=60,
                        json={"model": MODEL, "messages": PROBLEM, "max_tokens": 4})
     assert plain.status_code == 200 and json.loads(plain.text)["choices"]
+
+
+def test_self_certainty_is_the_exact_full_vocabulary_score(client):
+    """The engine-recorded score of an answer equals KL(uniform || p) averaged over its tokens,
+    recomputed here by a float32 forward pass over the whole vocabulary (the engine runs in
+    bfloat16, hence the tolerance; the top-20 tail estimate is off by about 1)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from server.default_model import prepare_default_model
+
+    prompt = "Question: Tom has 3 apples and buys 4 more. How many apples does he have?\nAnswer:"
+    response = client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=16,
+        extra_body={"search": {"strategy": "best_of_n", "scorer": "self_certainty", "n": 1,
+                               "temperature": 0.0, "cache": False}})
+    report, choice = response.model_extra["search"], response.choices[0]
+
+    model_dir = prepare_default_model()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    prompt_ids = tokenizer.encode(prompt)
+    answer_ids = tokenizer.encode(choice.text, add_special_tokens=False)
+    if choice.finish_reason == "stop":
+        answer_ids.append(tokenizer.eos_token_id)  # generated and scored, though not in the text
+    assert len(answer_ids) == response.usage.completion_tokens
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + answer_ids])).logits[0]
+    predictive = logits[len(prompt_ids) - 1: len(prompt_ids) - 1 + len(answer_ids)]
+    exact = (torch.logsumexp(predictive, -1) - predictive.mean(-1) - math.log(predictive.shape[-1])).mean()
+    assert report["selected_score"] == pytest.approx(float(exact), abs=0.1)

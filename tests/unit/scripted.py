@@ -28,9 +28,11 @@ class ScriptedGenerator:
     """
 
     def __init__(self, script: list[Sample] | Callable[[list[int], SamplingSpec], list[Sample]],
-                 vocab_size: int = 1000):
+                 vocab_size: int = 1000, max_model_len: int = 100_000):
         self.script = script
         self.vocab_size = vocab_size
+        self.max_model_len = max_model_len
+        self.records_self_certainty = False
         self.calls: list[tuple[list[int], SamplingSpec]] = []
 
     async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:
@@ -98,6 +100,7 @@ class PathScorer:
     name = "path"
     logprobs_needed = None
     full_vocab = False
+    token_self_certainty = False
 
     def __init__(self, values: dict[str, float], default: float = 0.5):
         self.values = values
@@ -142,6 +145,7 @@ class FixedScorer:
         self.scores = scores
         self.logprobs_needed = logprobs_needed
         self.full_vocab = full_vocab
+        self.token_self_certainty = False
 
     async def score(self, context, candidates: list[Sample]) -> list[float]:
         return self.scores[: len(candidates)]

@@ -76,6 +76,7 @@ async def test_the_greedy_request_keeps_what_the_scorer_needs():
         name = "needs"
         logprobs_needed = 20
         full_vocab = True
+        token_self_certainty = True
 
         async def score(self, context, candidates):
             return [0.0] * len(candidates)
@@ -84,7 +85,7 @@ async def test_the_greedy_request_keeps_what_the_scorer_needs():
     ctx = search_context(generator, scorer=NeedsLogprobs())
     await best_of_n.run(ctx, BestOfNParams(n=2))
     assert shape(generator) == [(1, 0.0), (1, 0.7)]
-    assert all((spec.logprobs, spec.full_vocab_logprobs) == (20, True)
+    assert all((spec.logprobs, spec.full_vocab_logprobs, spec.token_self_certainty) == (20, True, True)
                for _, spec in generator.calls)
 
 

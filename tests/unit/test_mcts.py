@@ -5,7 +5,7 @@ import pytest
 from scorers.answers import answers_equivalent
 from scorers.self_certainty import SelfCertaintyScorer
 from search import STRATEGIES, mcts
-from search.mcts import MCTSParams, backup, choose, puct, select_leaves
+from search.mcts import MCTSParams, backup, choose, puct, select_leaf
 from search.tree import Node, Tree
 from tests.unit.scripted import (
     OverlapCounter, PathScorer, ScriptedGenerator, by_prompt_suffix, search_context,
@@ -28,26 +28,35 @@ def test_puct_picks_the_child_with_the_highest_bound():
     assert puct(a, root, 1.0, no_pending, 0.0) == pytest.approx(0.626491, abs=1e-6)
     assert puct(b, root, 1.0, no_pending, 0.0) == pytest.approx(1.090569, abs=1e-6)
     assert puct(c, root, 1.0, no_pending, 0.0) == pytest.approx(0.858114, abs=1e-6)
-    assert select_leaves(tree, 1.0, 1) == [b]  # exploration wins
-    assert select_leaves(tree, 0.1, 1) == [c]  # little exploration: the best value wins
+    assert select_leaf(tree, 1.0, {}, set()) is b  # exploration wins
+    assert select_leaf(tree, 0.1, {}, set()) is c  # little exploration: the best value wins
 
 
-def test_virtual_loss_spreads_parallel_selection_over_distinct_leaves():
+def test_descents_in_flight_hold_their_leaves_and_weigh_as_virtual_losses():
     tree, a, b, c = stats_tree()
-    # With B pending (one more visit worth the floor, 0): B 0.15 + 0.5 * sqrt(11) / 3 = 0.703,
-    # C 0.7 + 0.3 * sqrt(11) / 6 = 0.866, A 0.633: C. With C pending too, C 0.732 against
-    # B 0.727 and A 0.639: C again, a collision that only adds to C's virtual loss. Then
-    # C 0.5 + 0.3 * sqrt(13) / 8 = 0.635, B 0.15 + 0.5 * sqrt(13) / 3 = 0.751, A 0.644: B
-    # again; then A 0.5 + 0.2 * sqrt(14) / 5 = 0.650 against B 0.1 + 0.468 and C 0.625: A.
-    assert select_leaves(tree, 1.0, 3) == [b, c]
-    assert select_leaves(tree, 1.0, 5) == [b, c, a]
+    # B is being grown: the next descent takes C (0.858 against A 0.626).
+    assert select_leaf(tree, 1.0, {}, {b}) is c
+    # One descent pending through C (a visit worth the floor, 0): C 3.5 / 6 + 0.3 * sqrt(11) / 7
+    # = 0.726, still above A 0.633. Three pending: C 3.5 / 8 + 0.3 * sqrt(13) / 9 = 0.558
+    # against A 0.5 + 0.2 * sqrt(13) / 5 = 0.644: A.
+    assert select_leaf(tree, 1.0, {tree.root: 1, c: 1}, {b}) is c
+    assert select_leaf(tree, 1.0, {tree.root: 3, c: 3}, {b}) is a
     assert (tree.root.visits, b.visits, c.visits) == (10, 1, 5)  # pending visits leave no trace
+
+
+def test_a_subtree_whose_leaves_are_all_held_is_skipped_and_all_held_is_none():
+    tree, a, b, c = stats_tree()
+    b1, b2 = b.add_child(text="B1", prior=0.5), b.add_child(text="B2", prior=0.5)
+    assert select_leaf(tree, 1.0, {}, {b1}) is b2
+    assert select_leaf(tree, 1.0, {}, {b1, b2}) is c
+    assert select_leaf(tree, 1.0, {}, {a, b1, b2, c}) is None
 
 
 def test_an_unvalued_child_is_selected_first():
     tree, a, b, c = stats_tree()
     fresh = tree.root.add_child(text="D", prior=0.01)
-    assert select_leaves(tree, 1.0, 2) == [fresh, b]
+    assert select_leaf(tree, 1.0, {}, set()) is fresh
+    assert select_leaf(tree, 1.0, {}, {fresh}) is b
 
 
 def test_backup_adds_the_value_to_every_node_on_the_path():
@@ -142,17 +151,20 @@ async def test_the_final_rule_decides_the_answer(final, expected):
 
 
 @pytest.mark.asyncio
-async def test_a_rounds_expansions_go_to_the_engine_together_and_are_valued_in_one_batch():
+async def test_descents_run_side_by_side_and_a_returning_one_starts_again_at_once():
     generator = OverlapCounter(by_prompt_suffix(TABLE))
     _, ctx = context(generator)
     result = await mcts.run(ctx, MCTSParams(iterations=5, parallel=4))
-    # Round 1 expands the root. Round 2's four descents: "Add" (1.089), "Add" again (a
-    # collision), then "Think" (0.773) and "Guess" (0.708) as virtual losses pile up.
-    rounds = [step["nodes"] for step in result.trace if step["step"] == "leaves"]
-    assert rounds[:2] == [[""], ["0", "2", "1"]]
+    trace = [(step["step"], step["node"] if "node" in step else step["nodes"]) for step in result.trace
+             if step["step"] in ("descent", "value")]
+    # The root is grown first (the other descents wait for it), then three descents go to the
+    # engine together, one per child; the first back starts the fifth before the others return.
+    assert trace[:5] == [("descent", ""), ("value", ["0", "1", "2"]),
+                         ("descent", "0"), ("descent", "2"), ("descent", "1")]
     assert generator.most_in_flight == 3
-    assert [len(batch) for batch in ctx.scorer.batches][:2] == [3, 4]
-    assert all(spec.n == 3 and spec.stop == ("\n\n",) for _, spec in generator.calls[:4])
+    assert trace.index(("descent", "0.0")) < trace.index(("value", ["2.0"]))
+    assert result.tree["iterations"] == 5
+    assert all(spec.n == 3 and spec.stop == ("\n\n",) for _, spec in generator.calls)
 
 
 @pytest.mark.asyncio
@@ -230,5 +242,5 @@ def test_registered_as_resumable_with_p_true_by_default():
     params = MCTSParams()
     assert (params.scorer, params.k, params.iterations, params.c_puct, params.max_depth,
             params.parallel, params.final, params.step_delimiter) == (
-        "p_true", 3, 16, 1.0, 8, 4, "most_visited", "\n\n")
+        "p_true", 3, 16, 1.0, 8, 8, "most_visited", "\n\n")
     assert math.isclose(params.temperature, 0.7)

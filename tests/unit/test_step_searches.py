@@ -154,6 +154,6 @@ async def test_progress_is_reported_every_round():
     await critic.run(ctx, CriticParams())
     assert [report["strategy"] for report in reports][0] == "mcts"
     assert reports[-1]["strategy"] == "critic" and reports[-1]["candidates"] >= 1
-    # Round 1 expands the root, the only leaf; round 2 expands its three children at once.
-    assert [r["round"] for r in reports if r["strategy"] == "mcts"] == [1, 2]
+    # Every finished descent reports, one per iteration.
+    assert [r["round"] for r in reports if r["strategy"] == "mcts"] == [1, 2, 3, 4]
     assert reports[-1]["completion_tokens"] == ctx.generator.usage.completion_tokens

@@ -310,3 +310,19 @@ async def test_self_agreement_skips_the_call_when_the_answers_agree():
     result, generator = await agree(["7", "7.0", "7"], "unused")
     assert len(generator.calls) == 1
     assert result.selected_index == 0
+
+
+@pytest.mark.asyncio
+async def test_self_agreement_shows_long_solutions_by_their_endings_to_fit_the_context():
+    rambles = [sample("Let me think. " * 40 + f"The answer is {a}.") for a in ("5", "7", "7")]
+    replies = iter([rambles, [sample("The majority voted answer is 5.")]])
+    generator = ScriptedGenerator(lambda prompt_ids, spec: next(replies), max_model_len=1500)
+    ctx = search_context(generator, question="How many?", max_tokens=1000)
+    params = SelfAgreementParams(n=3, include_greedy=False, selection_max_tokens=256)
+    result = await self_agreement.run(ctx, params)
+    prompt_ids, _ = generator.calls[1]
+    assert len(prompt_ids) <= 1500 - 256
+    prompt = generator.decode(prompt_ids)
+    assert all(f"The answer is {a}." in prompt for a in ("5", "7"))
+    assert "Solution 3: ..." in prompt and prompt.count("Let me think.") < 3 * 40
+    assert result.selected_index == 0

@@ -1,0 +1,128 @@
+"""Which selection rule and temperature should the sampling strategies default to?
+
+One sampling pass per temperature on the real engine (in process): for every problem the greedy
+answer plus n - 1 samples, each with its engine-recorded self-certainty, mean logprob and
+P(True). Every selection rule of the sampling strategies is then applied to the same candidates,
+so the rules differ only by how they choose, not by what they were given. Accuracy of each rule
+is printed next to greedy decoding. The strategies themselves are measured through the server by
+bench/run.py; this script is for choosing their defaults.
+
+    .venv/bin/python -m bench.selection_sweep --temperatures 0.3,0.5,0.7 --n 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bench.run import DEFAULT_DATA, INSTRUCTION, load_problems
+from scorers.answers import MathAnswers, answers_equivalent
+from scorers.p_true import PTrueScorer
+from search.self_certainty import paper_power
+from search.types import MeteredGenerator, SamplingSpec, ScoringContext
+from search.voting import borda_weights, group_answers, leader
+
+
+def choose(answers: list[str | None], scores: list[float] | None, weights: list[float] | None = None,
+           prefer_answered: bool = False) -> int:
+    """Argmax of scores (ties to the first), or the first member of the heaviest answer."""
+    if scores is not None:
+        eligible = [i for i, a in enumerate(answers) if a is not None] if prefer_answered else []
+        return max(eligible or range(len(answers)), key=lambda i: (scores[i], -i))
+    top = leader(group_answers(answers, answers_equivalent, weights))
+    return top.members[0] if top else 0
+
+
+def rules(answers, mean_logprob, self_certainty, p_true) -> dict[str, int]:
+    n = len(answers)
+    return {
+        "greedy": 0,
+        "majority (self_consistency)": choose(answers, None),
+        "argmax mean_logprob (best_of_n)": choose(answers, mean_logprob),
+        "argmax p_true": choose(answers, p_true),
+        "argmax self_certainty": choose(answers, self_certainty, prefer_answered=True),
+        "borda self_certainty": choose(answers, None, borda_weights(self_certainty, paper_power(n))),
+        "p_true-weighted vote": choose(answers, None, p_true),
+    }
+
+
+async def sample_problem(generator, extractor, question: str, n: int, temperature: float,
+                         max_tokens: int, seed: int):
+    prompt = generator.chat_prompt_ids([{"role": "user", "content": f"{question}\n{INSTRUCTION}"}])
+    greedy = SamplingSpec(n=1, max_tokens=max_tokens, temperature=0.0, token_self_certainty=True)
+    sampled = SamplingSpec(n=n - 1, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                           token_self_certainty=True)
+    groups = await asyncio.gather(generator.generate(prompt, greedy), generator.generate(prompt, sampled))
+    samples = [s for group in groups for s in group]
+    metered = MeteredGenerator(generator)
+    p_true = await PTrueScorer().score(ScoringContext(prompt, question, metered), samples)
+    return {
+        "answers": [extractor.extract(s.text) for s in samples],
+        "mean_logprob": [sum(s.logprobs) / max(len(s.logprobs), 1) for s in samples],
+        "self_certainty": [sum(s.token_self_certainty) / max(len(s.token_self_certainty), 1) for s in samples],
+        "p_true": p_true,
+    }
+
+
+async def sweep(args) -> dict:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    from server.default_model import prepare_default_model
+    from server.engine import VLLMGenerator
+
+    problems = load_problems(args.data, args.limit)
+    generator = VLLMGenerator.start(AsyncEngineArgs(
+        model=str(prepare_default_model()), max_model_len=2048, enforce_eager=True, dtype="bfloat16"))
+    extractor = MathAnswers("number")
+    slots = asyncio.Semaphore(args.concurrency)
+    table: dict[float, dict[str, int]] = {}
+    try:
+        for temperature in args.temperatures:
+            progress = tqdm(total=len(problems), desc=f"T={temperature}", unit="q")
+
+            async def one(index: int, problem: dict):
+                async with slots:
+                    drawn = await sample_problem(generator, extractor, problem["question"], args.n,
+                                                 temperature, args.max_tokens, seed=index)
+                progress.update()
+                chosen = rules(drawn["answers"], drawn["mean_logprob"], drawn["self_certainty"], drawn["p_true"])
+                gold = str(problem["answer"])
+                return {rule: drawn["answers"][i] is not None and answers_equivalent(drawn["answers"][i], gold)
+                        for rule, i in chosen.items()}
+
+            outcomes = await asyncio.gather(*(one(i, p) for i, p in enumerate(problems)))
+            progress.close()
+            table[temperature] = {rule: sum(o[rule] for o in outcomes) for rule in outcomes[0]}
+    finally:
+        generator.shutdown()
+    return {"problems": len(problems), "n": args.n, "correct": table}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--n", type=int, default=8, help="candidates per problem, the greedy one included")
+    parser.add_argument("--temperatures", type=lambda text: [float(t) for t in text.split(",")],
+                        default=[0.3, 0.5, 0.7])
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/selection_sweep.json"))
+    args = parser.parse_args(argv)
+    result = asyncio.run(sweep(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    temperatures = list(result["correct"])
+    rule_names = list(result["correct"][temperatures[0]])
+    print(f"\ncorrect of {result['problems']} problems, n={result['n']} (greedy first):")
+    print(f"{'rule':<34}" + "".join(f"{'T=' + str(t):>9}" for t in temperatures))
+    for rule in rule_names:
+        print(f"{rule:<34}" + "".join(f"{result['correct'][t][rule]:>9}" for t in temperatures))
+
+
+if __name__ == "__main__":
+    main()
