@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from pathlib import Path
 
 from tqdm import tqdm
@@ -70,6 +71,9 @@ async def sample_problem(generator, extractor, question: str, n: int, temperatur
 
 async def sweep(args) -> dict:
     from vllm.engine.arg_utils import AsyncEngineArgs
+
+    # vLLM's CPU backend otherwise reserves most of the machine's memory for its KV cache.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
     from server.default_model import prepare_default_model
     from server.engine import VLLMGenerator

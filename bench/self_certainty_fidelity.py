@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import math
 from pathlib import Path
 
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM
     from vllm.engine.arg_utils import AsyncEngineArgs
+
+    # vLLM's CPU backend otherwise reserves most of the machine's memory for its KV cache.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
     from server.default_model import prepare_default_model
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     command = [sys.executable, "-m", "server", "serve", str(prepare_default_model()), "--port", str(port),
                "--served-model-name", "bench-model", *ENGINE_ARGS]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    spec = {"strategy": "mcts", "k": 3, "iterations": 64, "parallel": 4, "max_depth": 6}
+    spec = {"strategy": "mcts", "k": 3, "iterations": 64, "parallel": 8, "max_depth": 6}
     rows = []
     with ServerProcess("deliberate", command, port, args.out.with_suffix(".log")) as server:
         server.wait_healthy(600)

@@ -11,7 +11,9 @@ from search.types import InvalidSearchParam, SearchContext, SearchResult
 
 @dataclass
 class BestOfNParams(CommonParams):
-    scorer: str | None = "mean_logprob"
+    # The most likely sample is often a short, degenerate one: by mean logprob best-of-8 lost to
+    # greedy at every temperature of the dev-set sweep; by self-certainty it tied it.
+    scorer: str | None = "self_certainty"
 
     def __post_init__(self) -> None:
         super().__post_init__()

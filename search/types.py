@@ -214,10 +214,12 @@ class MeteredGenerator:
     `budget_limited` turns true once the budget had to shorten a call's max_tokens.
     """
 
-    def __init__(self, inner: Generator, budget: Budget | None = None):
+    def __init__(self, inner: Generator, budget: Budget | None = None, usage: Usage | None = None):
         self.inner = inner
         self.budget = budget or Budget()
-        self.usage = Usage()
+        # Shared with another MeteredGenerator (a critic on another model) the request's usage
+        # counts both models' tokens.
+        self.usage = usage if usage is not None else Usage()
         self.vocab_size = inner.vocab_size
         self.max_model_len = inner.max_model_len
         self.records_self_certainty = inner.records_self_certainty

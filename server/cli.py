@@ -78,6 +78,12 @@ def build_parser():
                        help="How long a stored search tree is kept (default 3600).")
     serve.add_argument("--tree-cache-entries", type=int, default=256, metavar="N",
                        help="Trees kept by the in-process store (default 256).")
+    serve.add_argument("--critic-model", metavar="MODEL",
+                       help="A second model (directory, or `default`) that judges and critiques steps "
+                       "for the critic strategy; it gets its own engine with the same engine flags.")
+    serve.add_argument("--critic-gpu-memory-utilization", type=float, metavar="FRACTION",
+                       help="The critic engine's share of GPU memory (default: as --gpu-memory-utilization); "
+                       "lower both so that the two engines fit.")
     AsyncEngineArgs.add_cli_args(serve)
     serve.set_defaults(model="default")
     commands.add_parser("bench", help="Benchmarks: `deliberate bench --help`.", add_help=False)
@@ -120,18 +126,26 @@ def serve(args) -> None:
             raise SystemExit(f"--alias {alias}: the name is already taken by the served model.")
         models[alias] = ServedModel(alias, spec)
     engine_args = AsyncEngineArgs.from_cli_args(args)
+    critic_args = critic_engine_args(args, engine_args) if args.critic_model else None
 
     async def run() -> None:
         log.info("starting the vLLM engine for %s (about 30-60 s on a CPU)", args.model)
         generator = VLLMGenerator.start(engine_args)
+        critic = None
         try:
+            if critic_args is not None:
+                log.info("starting the critic's vLLM engine for %s", critic_args.model)
+                critic = VLLMGenerator.start(critic_args)
             store = build_tree_store(args.redis_url, args.tree_cache_ttl, args.tree_cache_entries)
-            state = ServerState(generator, models, names[0], store, generator.model_config.get_diff_sampling_param())
+            state = ServerState(generator, models, names[0], store, generator.model_config.get_diff_sampling_param(),
+                                critic)
             config = uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level="info",
                                     timeout_graceful_shutdown=5)
             log.info("serving %s on http://%s:%d/v1", ", ".join(models), args.host, args.port)
             await uvicorn.Server(config).serve()
         finally:
+            if critic is not None:
+                critic.shutdown()
             generator.shutdown()
 
     # As vLLM's own server does: SIGTERM unwinds like Ctrl-C, so the engine's processes are
@@ -141,6 +155,19 @@ def serve(args) -> None:
         asyncio.run(run())
     except KeyboardInterrupt:
         log.info("stopped")
+
+
+def critic_engine_args(args, engine_args):
+    """The actor's engine flags for the critic's model. Without stats: a second engine's
+    Prometheus logger would replace the actor's `vllm:` metrics in the shared registry."""
+    from dataclasses import replace
+
+    from server.default_model import prepare_default_model
+
+    model = str(prepare_default_model()) if args.critic_model == "default" else args.critic_model
+    memory = args.critic_gpu_memory_utilization or engine_args.gpu_memory_utilization
+    return replace(engine_args, model=model, tokenizer=model, served_model_name=None,
+                   gpu_memory_utilization=memory, logits_processors=None, disable_log_stats=True)
 
 
 def _interrupt(signum, frame):

@@ -113,6 +113,8 @@ async def execute(state: ServerState, plan: SearchPlan, question: str, prompt_id
 async def _serve_search(state: ServerState, plan: SearchPlan, question: str, prompt_ids: list[int],
                         max_tokens: int, seed: int | None, stop: tuple[str, ...], progress) -> Served:
     shaping = {**asdict(plan.params), "max_tokens": max_tokens, "stop": list(stop), "seed": seed}
+    if plan.strategy == "critic" and state.critic_generator is not None:
+        shaping["critic_model"] = state.critic_generator.fingerprint
     tree_id = tree_key(state.generator.fingerprint, plan.strategy, shaping, prompt_ids)
     if plan.tree_id is not None and plan.tree_id != tree_id:
         raise APIError("search.tree_id: that tree was grown for another prompt, model or search parameters; "
@@ -172,6 +174,13 @@ def answer_from_store(entry: dict | None, plan: SearchPlan) -> SearchResult | No
                         Usage(), entry["truncated"], entry["tree"], entry["trace"])
 
 
+def step_critic(state: ServerState, actor: MeteredGenerator) -> PromptedStepCritic:
+    """The actor model as its own critic, or the --critic-model under the request's budget."""
+    if state.critic_generator is None:
+        return PromptedStepCritic()
+    return PromptedStepCritic(MeteredGenerator(state.critic_generator, actor.budget, actor.usage))
+
+
 async def run_strategy(state: ServerState, plan: SearchPlan, question: str, prompt_ids: list[int],
                        max_tokens: int, seed: int | None, stop: tuple[str, ...], progress,
                        tree: Tree | None = None, budget_tokens: int | None = None) -> SearchResult:
@@ -181,7 +190,7 @@ async def run_strategy(state: ServerState, plan: SearchPlan, question: str, prom
         question=question, prompt_ids=prompt_ids, generator=generator,
         answers=MathAnswers(plan.params.answer_format),
         scorer=plan.scorer,
-        critic=PromptedStepCritic() if strategy == "critic" else None,
+        critic=step_critic(state, generator) if strategy == "critic" else None,
         progress=progress, max_tokens=max_tokens, seed=seed, stop=stop,
     )
     started = time.monotonic()

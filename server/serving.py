@@ -40,6 +40,7 @@ class ServerState:
     root_name: str
     tree_store: TreeStore
     default_sampling: dict[str, Any] = field(default_factory=dict)
+    critic_generator: VLLMGenerator | None = None  # --critic-model: the critic strategy's judge
 
     def resolve(self, name: str) -> ServedModel:
         model = self.models.get(name)

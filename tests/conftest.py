@@ -47,6 +47,8 @@ def server(tmp_path_factory, server_redis):
         sys.executable, "-m", "server", "serve", "default", "--port", str(port),
         "--max-model-len", "2048", "--enforce-eager", "--dtype", "bfloat16",
         "--alias", f"{ALIAS}=self_consistency,n=4", "--redis-url", server_redis.url,
+        # A second engine (the same small model) as the critic strategy's judge.
+        "--critic-model", "default",
     ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
 
+from server.tree_store import DEFAULT_RETRY_AFTER_S
 from tests.conftest import MODEL
 
 PROBLEM = [{"role": "user", "content": "A box has 5 pens and 2 more are added. How many pens? "
@@ -56,6 +59,8 @@ def test_redis_down_searches_still_run_then_cache_again(server, client, server_r
         assert 'deliberate_tree_cache_errors_total{op="get",store="redis"}' in metrics
     finally:
         server_redis.start()
+    # After a failure the store leaves Redis alone for its back-off, then tries it again.
+    time.sleep(DEFAULT_RETRY_AFTER_S + 0.5)
     first = search(client, spec)
     again = search(client, spec)
     assert again.model_extra["search"]["cache_hit"] is True and again.usage.completion_tokens == 0

@@ -36,11 +36,22 @@ def test_mcts_resumes_with_a_larger_budget(client):
     assert 0 < resumed.usage.completion_tokens <= 80 - first.usage.completion_tokens
 
 
-def test_critic_search_answers(client):
-    response = search(client, {"strategy": "critic", "beam_width": 2, "k": 2, "max_steps": 2, "max_revisions": 1},
-                      max_tokens=48)
+def actor_generated_tokens(server) -> float:
+    """The actor engine's vLLM counter (the critic engine exports no stats)."""
+    for line in httpx.get(f"{server}/metrics").text.splitlines():
+        if line.startswith("vllm:generation_tokens_total{"):
+            return float(line.split()[-1])
+    raise AssertionError("no vllm:generation_tokens_total in /metrics")
+
+
+def test_critic_search_judges_on_the_critic_model(server, client):
+    before = actor_generated_tokens(server)
+    response = search(client, {"strategy": "critic", "beam_width": 2, "k": 2, "max_steps": 2, "max_revisions": 1,
+                               "cache": False}, max_tokens=48)
     report = response.model_extra["search"]
     assert report["strategy"] == "critic" and response.choices[0].message.content
-    # Actor proposals plus critic judgements: several engine calls, all counted.
+    # Actor proposals plus critic judgements: several engine calls, all counted in the usage...
     assert report["engine_calls"] >= 2
     assert response.usage.completion_tokens > report["answer_tokens"]
+    # ...though the judgements ran on the --critic-model engine, not on the actor's.
+    assert 0 < actor_generated_tokens(server) - before < response.usage.completion_tokens

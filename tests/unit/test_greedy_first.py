@@ -84,7 +84,7 @@ async def test_the_greedy_request_keeps_what_the_scorer_needs():
     generator = ScriptedGenerator(greedy_and_sampled(["2"]))
     ctx = search_context(generator, scorer=NeedsLogprobs())
     await best_of_n.run(ctx, BestOfNParams(n=2))
-    assert shape(generator) == [(1, 0.0), (1, 0.7)]
+    assert shape(generator) == [(1, 0.0), (1, 0.3)]
     assert all((spec.logprobs, spec.full_vocab_logprobs, spec.token_self_certainty) == (20, True, True)
                for _, spec in generator.calls)
 
@@ -99,7 +99,7 @@ async def test_self_agreement_shows_the_greedy_solution_first():
     generator = ScriptedGenerator(respond)
     ctx = search_context(generator, question="How many?")
     result = await self_agreement.run(ctx, SelfAgreementParams(n=3))
-    assert shape(generator) == [(1, 0.0), (2, 0.7), (1, 0.0)]
+    assert shape(generator) == [(1, 0.0), (2, 0.3), (1, 0.0)]
     assert "Solution 1: " + GREEDY_TEXT in generator.decode(generator.calls[2][0])
     assert result.selected_index == 1
 
@@ -109,7 +109,7 @@ async def test_self_agreement_shows_the_greedy_solution_first():
 @pytest.mark.asyncio
 async def test_when_every_answer_has_one_vote_the_greedy_one_wins():
     result, generator = await consistency(["2", "3", "4"], n=4)
-    assert shape(generator) == [(1, 0.0), (3, 0.7)]
+    assert shape(generator) == [(1, 0.0), (3, 0.3)]
     assert result.selected_index == 0
     assert result.the_one.sample.text == GREEDY_TEXT and result.the_one.answer == "1"
     assert [c.votes for c in result.candidates] == pytest.approx([0.25] * 4)
@@ -152,7 +152,7 @@ async def test_adaptive_draws_the_greedy_sample_in_the_first_batch_only():
     # Votes stay level batch after batch, so the vote never settles early.
     result, generator = await consistency(["6", "1", "6", "6", "1", "6", "1", "6", "1"],
                                           seed=100, n=10, adaptive=True, batch_size=4)
-    assert shape(generator) == [(1, 0.0), (3, 0.7), (4, 0.7), (2, 0.7)]
+    assert shape(generator) == [(1, 0.0), (3, 0.3), (4, 0.3), (2, 0.3)]
     assert len(result.candidates) == 10
     assert sum(spec.temperature == 0.0 for _, spec in generator.calls) == 1
     assert result.candidates[0].sample.text == GREEDY_TEXT
@@ -167,7 +167,7 @@ async def test_adaptive_draws_the_greedy_sample_in_the_first_batch_only():
 async def test_adaptive_counts_the_greedy_sample_toward_the_settled_vote():
     result, generator = await consistency(["1"] * 7, n=8, adaptive=True, batch_size=4)
     # Greedy + 3 samples agree: the 4 votes left cannot change the winner.
-    assert shape(generator) == [(1, 0.0), (3, 0.7)]
+    assert shape(generator) == [(1, 0.0), (3, 0.3)]
     assert len(result.candidates) == 4
     assert any(step["step"] == "early_stop" and step["skipped"] == 4 for step in result.trace)
 
@@ -175,7 +175,7 @@ async def test_adaptive_counts_the_greedy_sample_toward_the_settled_vote():
 @pytest.mark.asyncio
 async def test_the_full_vote_draws_exactly_n_candidates():
     result, generator = await consistency(["2", "3", "4", "5", "6"], n=6)
-    assert shape(generator) == [(1, 0.0), (5, 0.7)]
+    assert shape(generator) == [(1, 0.0), (5, 0.3)]
     assert len(result.candidates) == 6
 
 
@@ -184,14 +184,14 @@ async def test_the_full_vote_draws_exactly_n_candidates():
 @pytest.mark.asyncio
 async def test_without_include_greedy_one_request_is_sent():
     result, generator = await consistency(["2", "3", "4", "5"], n=4, include_greedy=False)
-    assert shape(generator) == [(4, 0.7)]
+    assert shape(generator) == [(4, 0.3)]
     assert GREEDY_TEXT not in [c.sample.text for c in result.candidates]
     assert result.selected_index == 0 and result.the_one.answer == "2"
 
     generator = ScriptedGenerator(greedy_and_sampled(["2", "3", "4"]))
     ctx = search_context(generator, scorer=MeanLogprobScorer())
     await best_of_n.run(ctx, BestOfNParams(n=3, include_greedy=False))
-    assert shape(generator) == [(3, 0.7)]
+    assert shape(generator) == [(3, 0.3)]
 
 
 @pytest.mark.asyncio
@@ -209,7 +209,7 @@ async def test_temperature_zero_never_splits_the_call():
 ])
 async def test_a_draw_of_one_sample_never_splits_the_call(params):
     result, generator = await consistency(["2"] * 6, **params)
-    temperature = params.get("temperature", 0.7)
+    temperature = params.get("temperature", 0.3)
     assert all(spec.n == 1 and spec.temperature == temperature for _, spec in generator.calls)
     assert len(result.candidates) == len(generator.calls) >= 1
 

@@ -64,8 +64,9 @@ def test_defaults_and_server_keys():
     params = parse_params(None, raw)
     assert isinstance(params, SelfCertaintyParams)
     assert (params.scorer, params.temperature, params.top_p, params.borda) == (
-        "self_certainty", 0.6, 0.9, False)
-    assert parse_params("best_of_n", {}).scorer == "mean_logprob"
+        "self_certainty", 0.3, 1.0, True)
+    assert parse_params("best_of_n", {}).scorer == "self_certainty"
+    assert parse_params("mcts", {}).temperature == parse_params("critic", {}).temperature == 0.7
     assert isinstance(parse_params("best_of_n", None), BestOfNParams)
 
 
