@@ -167,17 +167,26 @@ class Descents:
             for node in path:
                 self.pending[node] = self.pending.get(node, 0) + 1
             self.search.trace.append({"step": "descent", "node": leaf.address()})
+            wait_for_budget = False
             try:
                 await iterate(self.search, leaf, self.params)
                 tree.iterations += 1
             except BudgetExhausted as exc:
-                self.stopped = self.stopped or exc
+                # Descents in flight hold reservations of their worst case, which mostly come
+                # back unspent: only a descent that finds the budget gone on its own stops.
+                wait_for_budget = len(self.held) > 1
+                if not wait_for_budget:
+                    self.stopped = self.stopped or exc
             finally:
                 self.held.discard(leaf)
                 for node in path:
                     self.pending[node] -= 1
                 async with self.released:
                     self.released.notify_all()
+            if wait_for_budget:
+                async with self.released:
+                    await self.released.wait()
+                continue
             self.search.round_done()
 
 

@@ -157,3 +157,17 @@ async def test_progress_is_reported_every_round():
     # Every finished descent reports, one per iteration.
     assert [r["round"] for r in reports if r["strategy"] == "mcts"] == [1, 2, 3, 4]
     assert reports[-1]["completion_tokens"] == ctx.generator.usage.completion_tokens
+
+
+@pytest.mark.asyncio
+async def test_parallel_descents_spend_the_budget_their_reservations_held_back():
+    """A descent refused while others hold worst-case reservations waits for them instead of
+    ending the search: parallel MCTS spends the whole budget, as a sequential one does."""
+    spent = {}
+    for parallel in (1, 8):
+        ctx = search_context(ScriptedGenerator(by_prompt_suffix(TABLE)), scorer=PTrueScorer(),
+                             budget_tokens=140)
+        result = await mcts.run(ctx, MCTSParams(iterations=12, parallel=parallel))
+        assert result.truncated
+        spent[parallel] = result.usage.completion_tokens
+    assert spent == {1: 140, 8: 140}
