@@ -168,6 +168,10 @@ class Descents:
                 self.pending[node] = self.pending.get(node, 0) + 1
             self.search.trace.append({"step": "descent", "node": leaf.address()})
             wait_for_budget = False
+            # Revisiting a finished path costs nothing and returns at once: while others are in
+            # flight, a descent may revisit once per descent that comes back, or idle descents
+            # would spend every iteration on revisits before anything new is grown.
+            paced = leaf.terminal and leaf.visits > 0 and len(self.held) > 1
             try:
                 await iterate(self.search, leaf, self.params)
                 tree.iterations += 1
@@ -183,11 +187,11 @@ class Descents:
                     self.pending[node] -= 1
                 async with self.released:
                     self.released.notify_all()
-            if wait_for_budget:
+            if wait_for_budget or paced:
                 async with self.released:
                     await self.released.wait()
-                continue
-            self.search.round_done()
+            if not wait_for_budget:
+                self.search.round_done()
 
 
 def rank_key(rule: str) -> Callable[[Node], tuple]:

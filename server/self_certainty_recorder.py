@@ -67,11 +67,16 @@ def read_record(name: str, tokens: int) -> list[float] | None:
 
 
 def token_self_certainty(logits: torch.Tensor) -> torch.Tensor:
-    """Per row: logsumexp - mean - log V over the entries not masked to -inf."""
-    finite = torch.isfinite(logits)
-    count = finite.sum(-1).clamp(min=1)
-    mean = torch.where(finite, logits, 0.0).sum(-1) / count
-    return torch.logsumexp(logits, -1) - mean - count.float().log()
+    """Per row: logsumexp - mean - log V, over the entries not masked to -inf."""
+    values = torch.logsumexp(logits, -1) - logits.mean(-1) - math.log(logits.shape[-1])
+    masked = ~torch.isfinite(values)
+    if masked.any():  # a row with -inf entries (allowed_token_ids, min_tokens): the rest only
+        rows = logits[masked]
+        finite = torch.isfinite(rows)
+        count = finite.sum(-1).clamp(min=1)
+        mean = torch.where(finite, rows, 0.0).sum(-1) / count
+        values[masked] = torch.logsumexp(rows, -1) - mean - count.float().log()
+    return values
 
 
 def _samples_here() -> bool:
@@ -118,7 +123,9 @@ class SelfCertaintyRecorder(LogitsProcessor):
         if not self.rows or not self.writes:
             return logits
         rows = sorted(self.rows)
-        values = token_self_certainty(logits[rows].float()).tolist()
+        # Every row recorded (a best-of-N batch): no copy of the logits.
+        recorded = logits if len(rows) == logits.shape[0] else logits[rows]
+        values = token_self_certainty(recorded.float()).tolist()
         for row, value in zip(rows, values):
             name, output_ids = self.rows[row]
             file = self.files.get(name)

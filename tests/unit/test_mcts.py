@@ -143,7 +143,7 @@ async def test_the_answer_is_the_whole_path_and_candidates_are_the_finished_path
 ])
 async def test_the_final_rule_decides_the_answer(final, expected):
     _, ctx = context(scorer=PathScorer({**VALUES, "Guess.\n\nThe answer is 7.": 0.99}))
-    result = await mcts.run(ctx, MCTSParams(iterations=16, final=final))
+    result = await mcts.run(ctx, MCTSParams(iterations=32, final=final))
     assert result.the_one.sample.text == expected
     assert len(result.candidates) == 4
     assert result.trace[-1] == {"step": "select", "node": result.trace[-1]["node"], "rule": final,
