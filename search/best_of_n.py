@@ -11,9 +11,11 @@ from search.types import InvalidSearchParam, SearchContext, SearchResult
 
 @dataclass
 class BestOfNParams(CommonParams):
-    # The most likely sample is often a short, degenerate one: by mean logprob best-of-8 lost to
-    # greedy at every temperature of the dev-set sweep; by self-certainty it tied it.
-    scorer: str | None = "self_certainty"
+    # On the dev set no single score picks out the right answer for the embedded model (argmax
+    # by mean logprob, self-certainty or P(True) all stay at or below greedy, within noise of
+    # each other); mean logprob costs nothing beyond the samples, while the recorded
+    # self-certainty fans n out into n one-sample requests.
+    scorer: str | None = "mean_logprob"
 
     def __post_init__(self) -> None:
         super().__post_init__()

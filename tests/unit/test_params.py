@@ -65,7 +65,7 @@ def test_defaults_and_server_keys():
     assert isinstance(params, SelfCertaintyParams)
     assert (params.scorer, params.temperature, params.top_p, params.borda) == (
         "self_certainty", 0.3, 1.0, True)
-    assert parse_params("best_of_n", {}).scorer == "self_certainty"
+    assert parse_params("best_of_n", {}).scorer == "mean_logprob"
     assert parse_params("mcts", {}).temperature == parse_params("critic", {}).temperature == 0.7
     assert isinstance(parse_params("best_of_n", None), BestOfNParams)
 
