@@ -133,9 +133,11 @@ def serve(args) -> None:
         generator = VLLMGenerator.start(engine_args)
         critic = None
         try:
+            await generator.warm_up()
             if critic_args is not None:
                 log.info("starting the critic's vLLM engine for %s", critic_args.model)
                 critic = VLLMGenerator.start(critic_args)
+                await critic.warm_up()
             store = build_tree_store(args.redis_url, args.tree_cache_ttl, args.tree_cache_entries)
             state = ServerState(generator, models, names[0], store, generator.model_config.get_diff_sampling_param(),
                                 critic)

@@ -103,6 +103,18 @@ class VLLMGenerator:
         engine = AsyncLLM.from_engine_args(engine_args)
         return cls(engine, engine_args.model, records)
 
+    async def warm_up(self) -> None:
+        """One tiny request down every path a search takes (sampled, seeded, with top-k
+        logprobs, with a self-certainty record), before the server reports healthy: vLLM
+        compiles its logprob-rank kernel on the first request that asks for logprobs, about 2.5 s
+        on a CPU, which would otherwise land on the first search a client sends."""
+        prompt_ids = self.encode("Hello")
+        top_k = 20 if self.max_logprobs < 0 else min(20, self.max_logprobs)
+        sampled = SamplingSpec(n=2, max_tokens=2, temperature=1.0, seed=0, logprobs=top_k,
+                               token_self_certainty=True)
+        greedy = SamplingSpec(n=1, max_tokens=2, temperature=0.0)
+        await asyncio.gather(self.generate(prompt_ids, sampled), self.generate(prompt_ids, greedy))
+
     def shutdown(self) -> None:
         if not self._stopped:
             self._stopped = True
