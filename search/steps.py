@@ -69,10 +69,20 @@ class StepSearch:
         """`request`s for every parent in one batch; what comes back is added as their children."""
         if not parents:
             return []
-        requests = [self.request(parent, n, temperature, to_end,
-                                 conversations[index] if conversations is not None else None)
-                    for index, parent in enumerate(parents)]
+        # AlphaLLM's "a node's first child is greedy": the step a small model is likeliest to get
+        # right is always among the children, sent as its own request beside the k-1 samples.
+        greedy_first = (not to_end and conversations is None and self.params.include_greedy
+                        and n > 1 and temperature > 0)
+        requests = []
+        for index, parent in enumerate(parents):
+            conversation = conversations[index] if conversations is not None else None
+            if greedy_first:
+                requests += [self.request(parent, 1, 0.0), self.request(parent, n - 1, temperature)]
+            else:
+                requests.append(self.request(parent, n, temperature, to_end, conversation))
         replies = await self.ctx.generator.generate_many(requests)
+        if greedy_first:
+            replies = [replies[i] + replies[i + 1] for i in range(0, len(replies), 2)]
         grown = [self.add_steps(parent, samples, to_end) for parent, samples in zip(parents, replies)]
         kind = "complete" if to_end else "rewrite" if conversations is not None else "expand"
         for parent, children in zip(parents, grown):

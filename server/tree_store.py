@@ -37,7 +37,7 @@ from prometheus_client import Counter
 logger = logging.getLogger(__name__)
 
 # Bump when the stored tree's layout changes: old trees then simply stop matching.
-TREE_FORMAT_VERSION = 1
+TREE_FORMAT_VERSION = 2  # 2: step searches grow a greedy first child
 TREE_ID_PREFIX = "tree-"
 TREE_ID_HEX = 24
 

@@ -23,7 +23,7 @@ async def test_the_beam_keeps_the_best_cumulative_scores_not_the_best_last_step(
     generator = ScriptedGenerator(by_prompt_suffix(BEAMS))
     judge = ScriptedCritic(STEP_SCORES)
     ctx = search_context(generator, critic=judge)
-    result = await critic.run(ctx, CriticParams(beam_width=2, k=2, max_revisions=0))
+    result = await critic.run(ctx, CriticParams(beam_width=2, k=2, max_revisions=0, include_greedy=False))
 
     # Products after two steps: a1 b1 0.81, a2 b3 0.57, a1 b2 0.495, a2 b4 0.42.
     beams = [step["open"] for step in result.trace if step["step"] == "beams"]
@@ -44,7 +44,7 @@ async def test_the_beam_keeps_the_best_cumulative_scores_not_the_best_last_step(
 async def test_a_finished_beam_that_outranks_every_open_one_ends_the_search():
     generator = ScriptedGenerator(by_prompt_suffix({"": ["The answer is 5.", "Think.\n\n"]}))
     ctx = search_context(generator, critic=ScriptedCritic({"The answer is 5.": 0.9, "Think.": 0.6}))
-    result = await critic.run(ctx, CriticParams())
+    result = await critic.run(ctx, CriticParams(include_greedy=False))
     assert len(generator.calls) == 1 and result.the_one.answer == "5"
 
 

@@ -120,7 +120,7 @@ def context(generator=None, **kw):
 @pytest.mark.asyncio
 async def test_the_answer_is_the_whole_path_and_candidates_are_the_finished_paths():
     generator, ctx = context()
-    result = await mcts.run(ctx, MCTSParams(iterations=16, final="highest_value"))
+    result = await mcts.run(ctx, MCTSParams(iterations=16, final="highest_value", include_greedy=False))
     chosen = result.the_one
     assert chosen.sample.text == "Add 2 and 3.\n\nSo 2 + 3 = 5.\n\nThe answer is 5."
     assert chosen.sample.token_ids == [ord(ch) for ch in chosen.sample.text]
@@ -143,7 +143,7 @@ async def test_the_answer_is_the_whole_path_and_candidates_are_the_finished_path
 ])
 async def test_the_final_rule_decides_the_answer(final, expected):
     _, ctx = context(scorer=PathScorer({**VALUES, "Guess.\n\nThe answer is 7.": 0.99}))
-    result = await mcts.run(ctx, MCTSParams(iterations=32, final=final))
+    result = await mcts.run(ctx, MCTSParams(iterations=32, final=final, include_greedy=False))
     assert result.the_one.sample.text == expected
     assert len(result.candidates) == 4
     assert result.trace[-1] == {"step": "select", "node": result.trace[-1]["node"], "rule": final,
@@ -154,7 +154,7 @@ async def test_the_final_rule_decides_the_answer(final, expected):
 async def test_descents_run_side_by_side_and_a_returning_one_starts_again_at_once():
     generator = OverlapCounter(by_prompt_suffix(TABLE))
     _, ctx = context(generator)
-    result = await mcts.run(ctx, MCTSParams(iterations=5, parallel=4))
+    result = await mcts.run(ctx, MCTSParams(iterations=5, parallel=4, include_greedy=False))
     trace = [(step["step"], step["node"] if "node" in step else step["nodes"]) for step in result.trace
              if step["step"] in ("descent", "value")]
     # The root is grown first (the other descents wait for it), then three descents go to the
@@ -170,7 +170,7 @@ async def test_descents_run_side_by_side_and_a_returning_one_starts_again_at_onc
 @pytest.mark.asyncio
 async def test_rollout_values_a_step_by_its_greedy_run_to_the_end():
     _, ctx = context(scorer=PathScorer({}))
-    await mcts.run(ctx, MCTSParams(iterations=1, rollout=True))
+    await mcts.run(ctx, MCTSParams(iterations=1, rollout=True, include_greedy=False))
     rollouts = ctx.generator.inner.calls[1:4]
     assert [(spec.temperature, spec.stop) for _, spec in rollouts] == [(0.0, ())] * 3
     assert ctx.scorer.batches == [["Add 2 and 3.\n\nSo 2 + 3 = 5.\n\n", "Guess.\n\nThe answer is 7.",
@@ -180,7 +180,7 @@ async def test_rollout_values_a_step_by_its_greedy_run_to_the_end():
 @pytest.mark.asyncio
 async def test_at_max_depth_a_leaf_is_completed_greedily():
     generator, ctx = context()
-    result = await mcts.run(ctx, MCTSParams(iterations=5, max_depth=1))
+    result = await mcts.run(ctx, MCTSParams(iterations=5, max_depth=1, include_greedy=False))
     completions = [spec for _, spec in generator.calls if spec.stop == ()]
     assert len(completions) == 3 and all(spec.n == 1 and spec.temperature == 0.0 for spec in completions)
     assert all(node["terminal"] for child in result.tree["root"]["children"] for node in child["children"])

@@ -23,7 +23,7 @@ def ids(text: str) -> list[int]:
 def step_search(table, ids_keep_stop=False, params=None, **context):
     generator = ScriptedGenerator(by_prompt_suffix(table, ids_keep_stop))
     ctx = search_context(generator, **context)
-    return generator, StepSearch(ctx, params or StepParams(), "test")
+    return generator, StepSearch(ctx, params or StepParams(include_greedy=False), "test")
 
 
 @pytest.mark.asyncio
@@ -53,7 +53,7 @@ async def test_a_step_keeps_its_delimiter_and_an_answer_end_is_terminal(ids_keep
 @pytest.mark.asyncio
 async def test_a_custom_delimiter_steps_and_the_clients_stop_string_ends_the_answer():
     generator, search = step_search({"": ["x = 1\nmore", "so 5 END ignored"]},
-                                    params=StepParams(step_delimiter="\n"), stop=("END",))
+                                    params=StepParams(step_delimiter="\n", include_greedy=False), stop=("END",))
     [children] = await search.expand([search.tree.root], 2)
     assert [(child.text, child.terminal) for child in children] == [("x = 1\n", False), ("so 5 ", True)]
     assert generator.calls[0][1].stop == ("\n", "END")
@@ -81,6 +81,42 @@ async def test_identical_samples_make_one_child_and_priors_are_a_softmax_of_mean
     assert [child.text for child in children] == ["Same.\n\n", "Other.\n\n"]
     assert [child.prior for child in children] == pytest.approx(
         [1 / (1 + math.exp(-1)), math.exp(-1) / (1 + math.exp(-1))])
+
+
+def greedy_or_sampled(greedy: str, sampled: list[str]):
+    """A script writing `greedy` at temperature 0 and `sampled`, in turn, otherwise."""
+    sampled_script = by_prompt_suffix({"": sampled})
+    greedy_script = by_prompt_suffix({"": [greedy]})
+    return lambda prompt, spec: (greedy_script if spec.temperature == 0 else sampled_script)(prompt, spec)
+
+
+@pytest.mark.asyncio
+async def test_the_first_child_of_an_expansion_is_the_greedy_step_sent_beside_the_samples():
+    generator = ScriptedGenerator(greedy_or_sampled("Add.\n\n", ["Guess.\n\n", "Add.\n\n"]))
+    search = StepSearch(search_context(generator), StepParams(), "test")
+    parents = [search.tree.root]
+    [children] = await search.expand(parents, 3)
+    # The greedy step first; the sample repeating it is the same child.
+    assert [child.text for child in children] == ["Add.\n\n", "Guess.\n\n"]
+    [(_, greedy), (_, sampled)] = generator.calls
+    assert (greedy.n, greedy.temperature, greedy.stop) == (1, 0.0, ("\n\n",))
+    assert (sampled.n, sampled.temperature) == (2, StepParams().temperature)
+
+    [grandchildren, others] = await search.expand(children, 2)  # two parents, one batch
+    assert [len(call[0]) for call in generator.calls[2:]] == [3 + 6] * 2 + [3 + 8] * 2
+    assert [child.text for child in grandchildren] == ["Add.\n\n", "Guess.\n\n"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("params, k", [(StepParams(include_greedy=False), 3),
+                                       (StepParams(temperature=0.0), 3), (StepParams(), 1)],
+                         ids=["asked not to", "greedy anyway", "one child"])
+async def test_no_separate_greedy_request_when_not_asked_greedy_anyway_or_one_child(params, k):
+    generator = ScriptedGenerator(greedy_or_sampled("Add.\n\n", ["Guess.\n\n"]))
+    search = StepSearch(search_context(generator), params, "test")
+    await search.expand([search.tree.root], k)
+    [(_, spec)] = generator.calls
+    assert (spec.n, spec.temperature) == (k, params.temperature)
 
 
 @pytest.mark.asyncio
