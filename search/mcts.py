@@ -2,9 +2,10 @@
 
 Each iteration selects a leaf by PUCT, Q(c) + c_puct * P(c) * sqrt(N(parent)) / (1 + N(c)),
 where P is the softmax over siblings of each step's mean token logprob; expands it into k
-steps with one engine request (a leaf at max_depth is instead completed greedily, as AlphaLLM
-rolls out at its depth limit); values every new node by the scorer on its path, or on a
-greedy rollout of it to the end; and backs each value up along the path as a running mean.
+steps (root_k at the root), the greedy step and k-1 samples, in one batch of engine requests
+(a leaf at max_depth is instead completed greedily, as AlphaLLM rolls out at its depth limit);
+values every new node by the scorer on its path, or on a greedy rollout of it to the end; and
+backs each value up along the path as a running mean.
 Up to `parallel` descents are in flight at once, each selecting its leaf, growing and valuing
 it, and starting over as soon as its own values are backed up, so the engine always holds
 about parallel * k sequences instead of waiting for a round's slowest step. A descent counts
@@ -38,6 +39,10 @@ class MCTSParams(StepParams):
     # judgement of the path, in [0, 1] like ReST-MCTS*'s value, for a one-token call per node.
     scorer: str | None = "p_true"
     k: int = 3
+    # AlphaLLM keeps the root much wider than the nodes below it (at least 10 first steps on
+    # GSM8K, 2-3 children deeper): the first step decides the most, and with `parallel`
+    # first steps every descent has a subtree of its own from the second iteration on.
+    root_k: int = 8
     iterations: int = 16
     c_puct: float = 1.0
     max_depth: int = 8
@@ -50,6 +55,7 @@ class MCTSParams(StepParams):
         if self.scorer is None:
             raise InvalidSearchParam("search.scorer", "mcts needs a scorer to value paths")
         check_int("k", self.k, 1, 16)
+        check_int("root_k", self.root_k, 1, 64)
         check_int("iterations", self.iterations, 1, 1024)
         check_number("c_puct", self.c_puct, 0.0, 100.0)
         check_int("max_depth", self.max_depth, 1, 64)
@@ -121,7 +127,7 @@ async def iterate(search: StepSearch, leaf: Node, params: MCTSParams) -> None:
         backup(leaf, leaf.score)
         search.trace.append({"step": "revisit", "node": leaf.address()})
     elif leaf.depth < params.max_depth:
-        [children] = await search.expand([leaf], params.k)
+        [children] = await search.expand([leaf], params.root_k if leaf is search.tree.root else params.k)
         await evaluate(search, children, params.rollout)
     else:
         await evaluate(search, await search.complete([leaf]), params.rollout)
@@ -135,7 +141,8 @@ class Descents:
         self.params = params
         self.pending: dict[Node, int] = {}
         self.held: set[Node] = set()
-        self.released = asyncio.Condition()
+        self.released = asyncio.Condition()  # a descent let go of its leaf
+        self.returned = asyncio.Condition()  # a descent came back from the engine
         # The budget ran out in one descent: the others finish what they hold, start nothing new.
         self.stopped: BudgetExhausted | None = None
 
@@ -169,9 +176,11 @@ class Descents:
             self.search.trace.append({"step": "descent", "node": leaf.address()})
             wait_for_budget = False
             # Revisiting a finished path costs nothing and returns at once: while others are in
-            # flight, a descent may revisit once per descent that comes back, or idle descents
-            # would spend every iteration on revisits before anything new is grown.
-            paced = leaf.terminal and leaf.visits > 0 and len(self.held) > 1
+            # flight, a descent may revisit once per descent that comes back from the engine,
+            # or idle descents would spend every iteration on revisits before anything new is
+            # grown (revisits waking each other did exactly that).
+            revisit = leaf.terminal and leaf.visits > 0
+            paced = revisit and len(self.held) > 1
             try:
                 await iterate(self.search, leaf, self.params)
                 tree.iterations += 1
@@ -187,9 +196,13 @@ class Descents:
                     self.pending[node] -= 1
                 async with self.released:
                     self.released.notify_all()
+                if not revisit:
+                    async with self.returned:
+                        self.returned.notify_all()
             if wait_for_budget or paced:
-                async with self.released:
-                    await self.released.wait()
+                waited = self.released if wait_for_budget else self.returned
+                async with waited:
+                    await waited.wait()
             if not wait_for_budget:
                 self.search.round_done()
 

@@ -1,3 +1,4 @@
+import asyncio
 import math
 
 import pytest
@@ -154,7 +155,7 @@ async def test_the_final_rule_decides_the_answer(final, expected):
 async def test_descents_run_side_by_side_and_a_returning_one_starts_again_at_once():
     generator = OverlapCounter(by_prompt_suffix(TABLE))
     _, ctx = context(generator)
-    result = await mcts.run(ctx, MCTSParams(iterations=5, parallel=4, include_greedy=False))
+    result = await mcts.run(ctx, MCTSParams(iterations=5, parallel=4, root_k=3, include_greedy=False))
     trace = [(step["step"], step["node"] if "node" in step else step["nodes"]) for step in result.trace
              if step["step"] in ("descent", "value")]
     # The root is grown first (the other descents wait for it), then three descents go to the
@@ -165,6 +166,36 @@ async def test_descents_run_side_by_side_and_a_returning_one_starts_again_at_onc
     assert trace.index(("descent", "0.0")) < trace.index(("value", ["2.0"]))
     assert result.tree["iterations"] == 5
     assert all(spec.n == 3 and spec.stop == ("\n\n",) for _, spec in generator.calls)
+
+
+@pytest.mark.asyncio
+async def test_the_root_grows_root_k_first_steps_and_deeper_nodes_k():
+    generator, ctx = context()
+    await mcts.run(ctx, MCTSParams(iterations=4, root_k=5, k=2, include_greedy=False))
+    assert [spec.n for _, spec in generator.calls if spec.stop] == [5, 2, 2, 2]
+
+
+class SlowThinker(OverlapCounter):
+    """Grows "Think." only after many turns of the event loop, so other descents come back first."""
+
+    async def generate(self, prompt_ids, spec):
+        if "".join(map(chr, prompt_ids)).endswith("Think.\n\n"):
+            for _ in range(50):
+                await asyncio.sleep(0)
+        return await super().generate(prompt_ids, spec)
+
+
+@pytest.mark.asyncio
+async def test_while_a_step_is_grown_each_idle_descent_revisits_a_finished_path_once():
+    table = {"": ["The answer is 5.", "Think.\n\n"], "Think.\n\n": ["Hmm.\n\n"], "Hmm.\n\n": ["So 5."]}
+    generator = SlowThinker(by_prompt_suffix(table))
+    _, ctx = context(generator, scorer=PathScorer({"The answer is 5.": 0.9}))
+    result = await mcts.run(ctx, MCTSParams(iterations=40, parallel=4, k=2, root_k=2, include_greedy=False))
+    steps = [(step["step"], step.get("node")) for step in result.trace]
+    slow = steps.index(("descent", "1"))
+    # Revisits waking each other would spend the remaining iterations before "Think." is back.
+    assert sum(step == "revisit" for step, _ in steps[slow:steps.index(("expand", "1"))]) <= 3
+    assert ("expand", "1.0") in steps
 
 
 @pytest.mark.asyncio
