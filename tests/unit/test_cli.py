@@ -32,3 +32,14 @@ def test_search_specs_compact_or_json_and_checked():
     assert parse_aliases(['sc={"strategy": "best_of_n", "n": 4}']) == {"sc": {"strategy": "best_of_n", "n": 4}}
     with pytest.raises(SystemExit, match="search.n"):
         parse_search_spec("best_of_n,n=0", "--alias")
+
+
+def test_on_a_cpu_unset_engine_flags_get_deliberates_defaults_and_set_ones_stay():
+    from server.engine import CPU_BLOCK_SIZE, apply_cpu_defaults
+
+    _, engine = serve_args()
+    apply_cpu_defaults(engine)
+    assert (engine.block_size, engine.enable_chunked_prefill) == (CPU_BLOCK_SIZE, False)
+    _, engine = serve_args("--block-size", "128", "--enable-chunked-prefill")
+    apply_cpu_defaults(engine)
+    assert (engine.block_size, engine.enable_chunked_prefill) == (128, True)
