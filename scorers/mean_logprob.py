@@ -10,7 +10,8 @@ EMPTY_RESPONSE_SCORE = -1e9
 
 class MeanLogprobScorer:
     name = "mean_logprob"
-    logprobs_needed = None  # the chosen token's logprob always comes with the sample
+    chosen_logprobs = True
+    logprobs_needed = None
     full_vocab = False
     token_self_certainty = False
 

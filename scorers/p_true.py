@@ -41,6 +41,7 @@ def p_true(next_token: dict[int, float], true_id: int, false_id: int) -> float:
 
 class PTrueScorer:
     name = "p_true"
+    chosen_logprobs = False
     logprobs_needed = None
     full_vocab = False
     token_self_certainty = False

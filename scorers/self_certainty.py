@@ -20,11 +20,14 @@ them against each other:
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 
 from search.types import Sample, ScoringContext
+
+log = logging.getLogger("deliberate")
 
 MODES = ("engine", "topk", "tail", "deepconf", "exact")
 # Keeps log(R) finite when the top-k logprobs round to a total mass of 1.
@@ -56,6 +59,7 @@ class SelfCertaintyScorer:
         self.top_k = top_k
         self.name = "self_certainty" if mode == "engine" else f"self_certainty_{mode}"
         self.full_vocab = mode == "exact"
+        self.chosen_logprobs = False
         self.token_self_certainty = mode == "engine"
         self.logprobs_needed = None if mode in ("engine", "exact") else top_k
 
@@ -86,5 +90,12 @@ class SelfCertaintyScorer:
         return sum(self.token_score(p, vocab_size) for p in positions) / len(positions)
 
     async def score(self, context: ScoringContext, candidates: list[Sample]) -> list[float]:
+        if self.mode == "engine" and any(sample.token_self_certainty is None for sample in candidates):
+            # A record lost in the engine (an engine path we have not verified, such as async
+            # scheduling on a GPU) must not fail the request: every candidate scores alike, so
+            # a Borda vote becomes a plain majority vote and an argmax the first candidate.
+            log.warning("the engine recorded no self-certainty for a candidate; "
+                        "scoring these %d alike", len(candidates))
+            return [0.0] * len(candidates)
         vocab_size = context.generator.vocab_size
         return [self.response_score(sample, vocab_size) for sample in candidates]

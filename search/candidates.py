@@ -45,6 +45,7 @@ class CandidatePool:
             stop=self.ctx.stop,
             seed=self.call_seed(),
             logprobs=scorer.logprobs_needed if scorer else None,
+            chosen_logprobs=bool(scorer and scorer.chosen_logprobs),
             full_vocab_logprobs=bool(scorer and scorer.full_vocab),
             token_self_certainty=bool(scorer and scorer.token_self_certainty),
         )

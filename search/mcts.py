@@ -2,10 +2,10 @@
 
 Each iteration selects a leaf by PUCT, Q(c) + c_puct * P(c) * sqrt(N(parent)) / (1 + N(c)),
 where P is the softmax over siblings of each step's mean token logprob; expands it into k
-steps (root_k at the root), the greedy step and k-1 samples, in one batch of engine requests
-(a leaf at max_depth is instead completed greedily, as AlphaLLM rolls out at its depth limit);
-values every new node by the scorer on its path, or on a greedy rollout of it to the end; and
-backs each value up along the path as a running mean.
+steps (root_k at the root), the greedy step and k-1 samples, one engine request each (a leaf
+at max_depth is instead completed greedily, as AlphaLLM rolls out at its depth limit); values
+each new node, as soon as its step is back, by the scorer on its path or on a greedy rollout
+of it to the end; and backs each value up along the path as a running mean.
 Up to `parallel` descents are in flight at once, each selecting its leaf, growing and valuing
 it, and starting over as soon as its own values are backed up, so the engine always holds
 about parallel * k sequences instead of waiting for a round's slowest step. A descent counts
@@ -119,6 +119,18 @@ async def evaluate(search: StepSearch, nodes: list[Node], rollout: bool) -> None
                          "scores": [node.score for node in nodes], "rollout": rollout})
 
 
+async def grow_and_value(search: StepSearch, leaf: Node, width: int, rollout: bool) -> None:
+    """Grows `width` children of the leaf, valuing each one as soon as its own step is back."""
+    valuations: list[asyncio.Task] = []
+    try:
+        async for child in search.grow(leaf, width):
+            valuations.append(asyncio.ensure_future(evaluate(search, [child], rollout)))
+        await asyncio.gather(*valuations)
+    finally:
+        for task in valuations:  # what a failed sibling left running
+            task.cancel()
+
+
 async def iterate(search: StepSearch, leaf: Node, params: MCTSParams) -> None:
     """One iteration: grow the leaf and value what is new, or revisit a finished path."""
     if leaf is not search.tree.root and leaf.visits == 0:
@@ -127,8 +139,8 @@ async def iterate(search: StepSearch, leaf: Node, params: MCTSParams) -> None:
         backup(leaf, leaf.score)
         search.trace.append({"step": "revisit", "node": leaf.address()})
     elif leaf.depth < params.max_depth:
-        [children] = await search.expand([leaf], params.root_k if leaf is search.tree.root else params.k)
-        await evaluate(search, children, params.rollout)
+        await grow_and_value(search, leaf, params.root_k if leaf is search.tree.root else params.k,
+                             params.rollout)
     else:
         await evaluate(search, await search.complete([leaf]), params.rollout)
 

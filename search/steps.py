@@ -8,9 +8,10 @@ prefix; the requests for several nodes go to the engine in one batch.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import replace
-from typing import Sequence
+from typing import AsyncIterator, Sequence
 
 from search.params import StepParams
 from search.tree import Node, Tree
@@ -29,6 +30,16 @@ def softmax(logits: Sequence[float]) -> list[float]:
     peak = max(logits)
     exps = [math.exp(logit - peak) for logit in logits]
     return [value / sum(exps) for value in exps]
+
+
+def mean_logprob(sample: Sample) -> float:
+    return sum(sample.logprobs) / len(sample.logprobs) if sample.logprobs else 0.0
+
+
+def set_priors(logits: dict[Node, float]) -> None:
+    """Each child's prior: the softmax of its step's logit over the siblings given."""
+    for child, prior in zip(logits, softmax(list(logits.values())) if logits else []):
+        child.prior = prior
 
 
 class StepSearch:
@@ -98,22 +109,45 @@ class StepSearch:
         """One greedy continuation of each parent to the end of the answer."""
         return [children[0] for children in await self.propose(parents, 1, 0.0, to_end=True)]
 
+    async def grow(self, parent: Node, k: int) -> AsyncIterator[Node]:
+        """`expand` of one parent with each of its k samples in a request of its own: every new
+        child is added and handed over as soon as its own sample is back, to be valued while
+        its siblings still decode. Priors are renewed over the children back so far."""
+        temperature = self.params.temperature
+        greedy_first = self.params.include_greedy and k > 1 and temperature > 0
+        requests = [self.request(parent, 1, 0.0 if greedy_first and index == 0 else temperature)
+                    for index in range(k)]
+        tasks = self.ctx.generator.start_many(requests)
+        logits: dict[Node, float] = {}
+        try:
+            for reply in asyncio.as_completed(tasks):
+                [sample] = await reply
+                child = self.add_step(parent, sample, to_end=False)
+                if child not in logits:
+                    logits[child] = mean_logprob(sample)
+                    set_priors(logits)
+                    yield child
+        finally:
+            for task in tasks:
+                task.cancel()
+        self.trace.append({"step": "expand", "node": parent.address(),
+                           "children": [child.address() for child in logits],
+                           "terminal": [child.terminal for child in logits]})
+
     def add_steps(self, parent: Node, samples: list[Sample], to_end: bool) -> list[Node]:
         """The distinct children these samples make, with priors: the softmax of each step's
-        mean token logprob. A sample equal to an existing child is that child."""
-        children: list[Node] = []
-        logits: list[float] = []
+        mean token logprob."""
+        logits: dict[Node, float] = {}
         for sample in samples:
-            fields = self.step_fields(parent, sample, to_end)
-            child = next((c for c in parent.children if c.token_ids == fields["token_ids"]), None)
-            if child is None:
-                child = parent.add_child(**fields)
-            if child not in children:
-                children.append(child)
-                logits.append(sum(sample.logprobs) / len(sample.logprobs) if sample.logprobs else 0.0)
-        for child, prior in zip(children, softmax(logits) if logits else []):
-            child.prior = prior
-        return children
+            logits.setdefault(self.add_step(parent, sample, to_end), mean_logprob(sample))
+        set_priors(logits)
+        return list(logits)
+
+    def add_step(self, parent: Node, sample: Sample, to_end: bool) -> Node:
+        """The child `sample` makes: a new one, or the existing child with the same tokens."""
+        fields = self.step_fields(parent, sample, to_end)
+        child = next((c for c in parent.children if c.token_ids == fields["token_ids"]), None)
+        return child if child is not None else parent.add_child(**fields)
 
     def step_fields(self, parent: Node, sample: Sample, to_end: bool) -> dict:
         ids, text, logprobs = list(sample.token_ids), sample.text, list(sample.logprobs)

@@ -34,8 +34,8 @@ def sampling_params_from_spec(spec: SamplingSpec) -> SamplingParams:
     if spec.full_vocab_logprobs:
         logprobs = -1
     else:
-        # logprobs=0 still returns the chosen token's logprob, which every scorer may use.
-        logprobs = spec.logprobs or 0
+        # logprobs=0 returns the chosen token's logprob alone.
+        logprobs = spec.logprobs or (0 if spec.chosen_logprobs else None)
     return SamplingParams(
         n=spec.n,
         max_tokens=spec.max_tokens,

@@ -81,16 +81,22 @@ def continuation(text: str, spec: SamplingSpec, logprob: float = -1.0,
     return Sample([ord(c) for c in text], text, [logprob] * len(text), None, "stop")
 
 
-def by_prompt_suffix(table: dict[str, list], ids_keep_stop: bool = False):
+def by_prompt_suffix(table: dict[str, list], ids_keep_stop: bool = False, across_calls: bool = False):
     """A script answering by how the prompt ends: `table` maps a prompt suffix (the longest
     that matches wins; "" matches any prompt) to the texts written there, one per sample,
-    cycled; an entry may be (text, logprob). Stop strings and max_tokens apply as in an engine."""
+    cycled; an entry may be (text, logprob). Stop strings and max_tokens apply as in an engine.
+    Each call starts the cycle afresh, or `across_calls` where the last call to the same prompt
+    left it (as one-sample requests with their own seeds would)."""
+    served: dict[str, int] = {}
+
     def respond(prompt_ids: list[int], spec: SamplingSpec) -> list[Sample]:
         prompt = "".join(chr(i) for i in prompt_ids)
         suffix = max((key for key in table if prompt.endswith(key)), key=len)
         entries = [e if isinstance(e, tuple) else (e, -1.0) for e in table[suffix]]
+        first = served.get(prompt, 0) if across_calls else 0
+        served[prompt] = first + spec.n
         return [continuation(text, spec, logprob, ids_keep_stop)
-                for text, logprob in (entries[i % len(entries)] for i in range(spec.n))]
+                for text, logprob in (entries[(first + i) % len(entries)] for i in range(spec.n))]
     return respond
 
 
@@ -98,6 +104,7 @@ class PathScorer:
     """A Scorer valuing a path by its exact text (`default` when unlisted); records batches."""
 
     name = "path"
+    chosen_logprobs = False
     logprobs_needed = None
     full_vocab = False
     token_self_certainty = False
@@ -143,6 +150,7 @@ class FixedScorer:
     def __init__(self, scores: list[float], logprobs_needed: int | None = None,
                  full_vocab: bool = False):
         self.scores = scores
+        self.chosen_logprobs = False
         self.logprobs_needed = logprobs_needed
         self.full_vocab = full_vocab
         self.token_self_certainty = False

@@ -43,3 +43,13 @@ def test_on_a_cpu_unset_engine_flags_get_deliberates_defaults_and_set_ones_stay(
     _, engine = serve_args("--block-size", "128", "--enable-chunked-prefill")
     apply_cpu_defaults(engine)
     assert (engine.block_size, engine.enable_chunked_prefill) == (128, True)
+
+
+def test_the_engine_computes_logprobs_only_when_the_search_reads_them():
+    from search.types import SamplingSpec
+    from server.engine import sampling_params_from_spec
+
+    assert sampling_params_from_spec(SamplingSpec()).logprobs == 0
+    assert sampling_params_from_spec(SamplingSpec(chosen_logprobs=False)).logprobs is None
+    assert sampling_params_from_spec(SamplingSpec(chosen_logprobs=False, logprobs=20)).logprobs == 20
+    assert sampling_params_from_spec(SamplingSpec(full_vocab_logprobs=True)).logprobs == -1

@@ -74,6 +74,7 @@ async def test_first_round_sends_a_greedy_request_beside_the_samples():
 async def test_the_greedy_request_keeps_what_the_scorer_needs():
     class NeedsLogprobs:
         name = "needs"
+        chosen_logprobs = True
         logprobs_needed = 20
         full_vocab = True
         token_self_certainty = True
@@ -85,8 +86,8 @@ async def test_the_greedy_request_keeps_what_the_scorer_needs():
     ctx = search_context(generator, scorer=NeedsLogprobs())
     await best_of_n.run(ctx, BestOfNParams(n=2))
     assert shape(generator) == [(1, 0.0), (1, 0.3)]
-    assert all((spec.logprobs, spec.full_vocab_logprobs, spec.token_self_certainty) == (20, True, True)
-               for _, spec in generator.calls)
+    assert all((spec.chosen_logprobs, spec.logprobs, spec.full_vocab_logprobs, spec.token_self_certainty)
+               == (True, 20, True, True) for _, spec in generator.calls)
 
 
 @pytest.mark.asyncio

@@ -1,5 +1,6 @@
 import asyncio
 import math
+from collections import Counter
 
 import pytest
 
@@ -9,7 +10,7 @@ from search import STRATEGIES, mcts
 from search.mcts import MCTSParams, backup, choose, puct, select_leaf
 from search.tree import Node, Tree
 from tests.unit.scripted import (
-    OverlapCounter, PathScorer, ScriptedGenerator, by_prompt_suffix, search_context,
+    OverlapCounter, PathScorer, ScriptedGenerator, by_prompt_suffix, sample, search_context,
 )
 
 
@@ -114,7 +115,7 @@ VALUES = {"Add 2 and 3.\n\n": 0.8, "Guess.\n\n": 0.3, "Think.\n\n": 0.4,
 
 
 def context(generator=None, **kw):
-    generator = generator or ScriptedGenerator(by_prompt_suffix(TABLE))
+    generator = generator or ScriptedGenerator(by_prompt_suffix(TABLE, across_calls=True))
     return generator, search_context(generator, scorer=kw.pop("scorer", PathScorer(VALUES)), **kw)
 
 
@@ -153,26 +154,26 @@ async def test_the_final_rule_decides_the_answer(final, expected):
 
 @pytest.mark.asyncio
 async def test_descents_run_side_by_side_and_a_returning_one_starts_again_at_once():
-    generator = OverlapCounter(by_prompt_suffix(TABLE))
+    generator = OverlapCounter(by_prompt_suffix(TABLE, across_calls=True))
     _, ctx = context(generator)
     result = await mcts.run(ctx, MCTSParams(iterations=5, parallel=4, root_k=3, include_greedy=False))
     trace = [(step["step"], step["node"] if "node" in step else step["nodes"]) for step in result.trace
              if step["step"] in ("descent", "value")]
-    # The root is grown first (the other descents wait for it), then three descents go to the
-    # engine together, one per child; the first back starts the fifth before the others return.
-    assert trace[:5] == [("descent", ""), ("value", ["0", "1", "2"]),
+    # The root is grown first (the other descents wait for it), each child valued as it comes
+    # back; then three descents go to the engine together, one per child, with k requests each.
+    assert trace[:7] == [("descent", ""), ("value", ["0"]), ("value", ["1"]), ("value", ["2"]),
                          ("descent", "0"), ("descent", "2"), ("descent", "1")]
-    assert generator.most_in_flight == 3
-    assert trace.index(("descent", "0.0")) < trace.index(("value", ["2.0"]))
+    assert generator.most_in_flight == 9
     assert result.tree["iterations"] == 5
-    assert all(spec.n == 3 and spec.stop == ("\n\n",) for _, spec in generator.calls)
+    assert all(spec.n == 1 and spec.stop == ("\n\n",) for _, spec in generator.calls)
 
 
 @pytest.mark.asyncio
 async def test_the_root_grows_root_k_first_steps_and_deeper_nodes_k():
     generator, ctx = context()
     await mcts.run(ctx, MCTSParams(iterations=4, root_k=5, k=2, include_greedy=False))
-    assert [spec.n for _, spec in generator.calls if spec.stop] == [5, 2, 2, 2]
+    requests = Counter(tuple(prompt) for prompt, _ in generator.calls)
+    assert requests.pop((1, 2, 3)) == 5 and set(requests.values()) == {2}
 
 
 class SlowThinker(OverlapCounter):
@@ -188,7 +189,7 @@ class SlowThinker(OverlapCounter):
 @pytest.mark.asyncio
 async def test_while_a_step_is_grown_each_idle_descent_revisits_a_finished_path_once():
     table = {"": ["The answer is 5.", "Think.\n\n"], "Think.\n\n": ["Hmm.\n\n"], "Hmm.\n\n": ["So 5."]}
-    generator = SlowThinker(by_prompt_suffix(table))
+    generator = SlowThinker(by_prompt_suffix(table, across_calls=True))
     _, ctx = context(generator, scorer=PathScorer({"The answer is 5.": 0.9}))
     result = await mcts.run(ctx, MCTSParams(iterations=40, parallel=4, k=2, root_k=2, include_greedy=False))
     steps = [(step["step"], step.get("node")) for step in result.trace]
@@ -199,13 +200,38 @@ async def test_while_a_step_is_grown_each_idle_descent_revisits_a_finished_path_
 
 
 @pytest.mark.asyncio
+async def test_a_child_is_valued_while_its_siblings_still_decode():
+    events = []
+
+    class SlowGreedy(ScriptedGenerator):
+        async def generate(self, prompt_ids, spec):
+            for _ in range(20 if spec.temperature == 0 else 0):
+                await asyncio.sleep(0)
+            samples = await super().generate(prompt_ids, spec)
+            events.append(("back", samples[0].text))
+            return samples
+
+    class RecordingScorer(PathScorer):
+        async def score(self, context, candidates):
+            events.append(("valued", [sample.text for sample in candidates]))
+            return await super().score(context, candidates)
+
+    script = lambda prompt, spec: [sample("Greedy.\n\n" if spec.temperature == 0 else "Sampled.\n\n")]
+    _, ctx = context(SlowGreedy(script), scorer=RecordingScorer({}))
+    await mcts.run(ctx, MCTSParams(iterations=1, root_k=2))
+    assert events.index(("valued", ["Sampled.\n\n"])) < events.index(("back", "Greedy.\n\n"))
+    assert ("valued", ["Greedy.\n\n"]) in events
+
+
+@pytest.mark.asyncio
 async def test_rollout_values_a_step_by_its_greedy_run_to_the_end():
     _, ctx = context(scorer=PathScorer({}))
     await mcts.run(ctx, MCTSParams(iterations=1, rollout=True, include_greedy=False))
-    rollouts = ctx.generator.inner.calls[1:4]
-    assert [(spec.temperature, spec.stop) for _, spec in rollouts] == [(0.0, ())] * 3
-    assert ctx.scorer.batches == [["Add 2 and 3.\n\nSo 2 + 3 = 5.\n\n", "Guess.\n\nThe answer is 7.",
-                                   "Think.\n\nHmm.\n\n"]]
+    # One greedy rollout per child; the fourth call completes the chosen path at the end.
+    rollouts = [spec for _, spec in ctx.generator.inner.calls if not spec.stop]
+    assert [(spec.n, spec.temperature) for spec in rollouts] == [(1, 0.0)] * 4
+    assert ctx.scorer.batches == [["Add 2 and 3.\n\nSo 2 + 3 = 5.\n\n"], ["Guess.\n\nThe answer is 7."],
+                                  ["Think.\n\nHmm.\n\n"]]
 
 
 @pytest.mark.asyncio

@@ -76,4 +76,5 @@ def test_registry_builds_scorers_that_declare_their_needs():
         scorer = factory()
         assert scorer.name == name
         assert isinstance(scorer.full_vocab, bool)
+        assert scorer.chosen_logprobs == (name == "mean_logprob")  # only it reads Sample.logprobs
         assert scorer.logprobs_needed is None or scorer.logprobs_needed > 0

@@ -11,7 +11,8 @@ from scorers.self_certainty import SelfCertaintyScorer
 from scorers.self_certainty import token_self_certainty as numpy_self_certainty
 from server import self_certainty_recorder as recorder
 from server.self_certainty_recorder import RECORD_KEY, SelfCertaintyRecorder, read_record
-from tests.unit.scripted import sample
+from search.types import ScoringContext
+from tests.unit.scripted import ScriptedGenerator, sample
 
 
 @pytest.fixture(autouse=True)
@@ -102,3 +103,11 @@ def test_the_engine_mode_scorer_averages_the_recorded_values():
     empty = sample("")
     empty.token_self_certainty = []
     assert scorer.response_score(empty, 100) == 0.0
+
+
+@pytest.mark.asyncio
+async def test_a_lost_record_scores_every_candidate_alike_instead_of_failing():
+    context = ScoringContext([1], "q", ScriptedGenerator([]))
+    recorded_sample, lost = sample("ab"), sample("abc")
+    recorded_sample.token_self_certainty = [9.0, 9.0]
+    assert await SelfCertaintyScorer().score(context, [recorded_sample, lost]) == [0.0, 0.0]

@@ -29,6 +29,7 @@ async def test_best_of_n_picks_the_best_score_from_one_call():
 
     assert result.selected_index == 1
     assert len(generator.calls) == 1 and generator.calls[0][1].n == 3
+    assert generator.calls[0][1].chosen_logprobs
     assert [c.score for c in result.candidates] == [-2.0, -0.5, -1.0]
     assert [c.answer for c in result.candidates] == ["5", "5", "7"]
     assert [c.votes for c in result.candidates] == pytest.approx([2 / 3, 2 / 3, 1 / 3])
@@ -184,6 +185,7 @@ async def test_majority_groups_equivalent_answers():
     assert [c.votes for c in result.candidates] == pytest.approx([0.25, 0.75, 0.75, 0.75])
     assert result.the_one.answer == "1000"
     assert len(generator.calls) == 1
+    assert not generator.calls[0][1].chosen_logprobs  # a vote reads no logprobs: vLLM skips them
 
 
 @pytest.mark.asyncio
