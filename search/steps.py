@@ -75,15 +75,17 @@ class StepSearch:
         prompt = conversation if conversation is not None else self.ctx.prompt_ids
         return prompt + parent.path_ids(), spec
 
+    def greedy_first(self, k: int, temperature: float) -> bool:
+        """AlphaLLM's "a node's first child is greedy": the step a small model is likeliest to
+        get right is always among the k, asked for apart from the k-1 samples."""
+        return self.params.include_greedy and k > 1 and temperature > 0
+
     async def propose(self, parents: list[Node], n: int, temperature: float, to_end: bool = False,
                       conversations: list[list[int]] | None = None) -> list[list[Node]]:
         """`request`s for every parent in one batch; what comes back is added as their children."""
         if not parents:
             return []
-        # AlphaLLM's "a node's first child is greedy": the step a small model is likeliest to get
-        # right is always among the children, sent as its own request beside the k-1 samples.
-        greedy_first = (not to_end and conversations is None and self.params.include_greedy
-                        and n > 1 and temperature > 0)
+        greedy_first = not to_end and conversations is None and self.greedy_first(n, temperature)
         requests = []
         for index, parent in enumerate(parents):
             conversation = conversations[index] if conversations is not None else None
@@ -114,7 +116,7 @@ class StepSearch:
         child is added and handed over as soon as its own sample is back, to be valued while
         its siblings still decode. Priors are renewed over the children back so far."""
         temperature = self.params.temperature
-        greedy_first = self.params.include_greedy and k > 1 and temperature > 0
+        greedy_first = self.greedy_first(k, temperature)
         requests = [self.request(parent, 1, 0.0 if greedy_first and index == 0 else temperature)
                     for index in range(k)]
         tasks = self.ctx.generator.start_many(requests)
