@@ -23,7 +23,7 @@ class SamplingSpec:
     top_k: int = 0  # 0: no top-k filter
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    logprobs: int | None = None  # top-k logprobs per generated token; None: chosen token only
+    logprobs: int | None = None  # top-k logprobs per generated token; None: no top-k
     # The chosen token's logprob at each position (Sample.logprobs). vLLM's logprob pass over
     # the vocabulary costs about 8% of a best-of-16 request on a CPU: off when nothing reads it.
     chosen_logprobs: bool = True
