@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from pathlib import Path
 
 from tqdm import tqdm
 
+from bench import embedded_engine_args
 from bench.run import DEFAULT_DATA, INSTRUCTION, load_problems
 from scorers.answers import MathAnswers, answers_equivalent
 from scorers.p_true import PTrueScorer
@@ -54,9 +54,11 @@ def rules(answers, mean_logprob, self_certainty, p_true) -> dict[str, int]:
 async def sample_problem(generator, extractor, question: str, n: int, temperature: float,
                          max_tokens: int, seed: int):
     prompt = generator.chat_prompt_ids([{"role": "user", "content": f"{question}\n{INSTRUCTION}"}])
-    greedy = SamplingSpec(n=1, max_tokens=max_tokens, temperature=0.0, token_self_certainty=True)
+    # Every rule is applied to the same samples: mean logprob and self-certainty both ride along.
+    greedy = SamplingSpec(n=1, max_tokens=max_tokens, temperature=0.0, token_self_certainty=True,
+                          chosen_logprobs=True)
     sampled = SamplingSpec(n=n - 1, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                           token_self_certainty=True)
+                           token_self_certainty=True, chosen_logprobs=True)
     groups = await asyncio.gather(generator.generate(prompt, greedy), generator.generate(prompt, sampled))
     samples = [s for group in groups for s in group]
     metered = MeteredGenerator(generator)
@@ -70,17 +72,10 @@ async def sample_problem(generator, extractor, question: str, n: int, temperatur
 
 
 async def sweep(args) -> dict:
-    from vllm.engine.arg_utils import AsyncEngineArgs
-
-    # vLLM's CPU backend otherwise reserves most of the machine's memory for its KV cache.
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-
-    from server.default_model import prepare_default_model
     from server.engine import VLLMGenerator
 
     problems = load_problems(args.data, args.limit)
-    generator = VLLMGenerator.start(AsyncEngineArgs(
-        model=str(prepare_default_model()), max_model_len=2048, enforce_eager=True, dtype="bfloat16"))
+    generator = VLLMGenerator.start(embedded_engine_args())
     extractor = MathAnswers("number")
     slots = asyncio.Semaphore(args.concurrency)
     table: dict[float, dict[str, int]] = {}

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import math
 from pathlib import Path
 
 import numpy as np
 
+from bench import embedded_engine_args
 from bench.run import DEFAULT_DATA, INSTRUCTION, load_problems
 from scorers.self_certainty import SelfCertaintyScorer
 from search.types import SamplingSpec
@@ -87,13 +87,6 @@ async def sample_all(engine_args, problems, n: int, max_tokens: int, temperature
 def main(argv: list[str] | None = None) -> None:
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM
-    from vllm.engine.arg_utils import AsyncEngineArgs
-
-    # vLLM's CPU backend otherwise reserves most of the machine's memory for its KV cache.
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-
-    from server.default_model import prepare_default_model
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--limit", type=int, default=20)
@@ -103,9 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
 
-    model_dir = str(prepare_default_model())
+    engine_args = embedded_engine_args()
+    model_dir = engine_args.model
     problems = load_problems(args.data, args.limit)
-    engine_args = AsyncEngineArgs(model=model_dir, max_model_len=2048, enforce_eager=True, dtype="bfloat16")
     prompts, samples, vocab_size = asyncio.run(
         sample_all(engine_args, problems, args.n, args.max_tokens, args.temperature))
 

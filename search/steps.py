@@ -71,7 +71,8 @@ class StepSearch:
         is asked for in a conversation that shows the critique)."""
         stop = self.ctx.stop if to_end else (self.params.step_delimiter, *self.ctx.stop)
         spec = SamplingSpec(n=n, max_tokens=self.room(parent), temperature=temperature,
-                            top_p=self.params.top_p, stop=stop, seed=self.request_seed())
+                            top_p=self.params.top_p, stop=stop, seed=self.request_seed(),
+                            chosen_logprobs=True)  # priors, and the path a scorer may read
         prompt = conversation if conversation is not None else self.ctx.prompt_ids
         return prompt + parent.path_ids(), spec
 

@@ -25,8 +25,9 @@ class SamplingSpec:
     seed: int | None = None
     logprobs: int | None = None  # top-k logprobs per generated token; None: no top-k
     # The chosen token's logprob at each position (Sample.logprobs). vLLM's logprob pass over
-    # the vocabulary costs about 8% of a best-of-16 request on a CPU: off when nothing reads it.
-    chosen_logprobs: bool = True
+    # the vocabulary costs about 8% of a best-of-16 request on a CPU: asked for only by what
+    # reads it (step priors and paths, the mean-logprob scorer).
+    chosen_logprobs: bool = False
     full_vocab_logprobs: bool = False  # every token's logprob (expensive; exact self-certainty)
     # each token's exact self-certainty, computed by the engine beside sampling (when it can)
     token_self_certainty: bool = False

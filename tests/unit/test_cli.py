@@ -49,7 +49,7 @@ def test_the_engine_computes_logprobs_only_when_the_search_reads_them():
     from search.types import SamplingSpec
     from server.engine import sampling_params_from_spec
 
-    assert sampling_params_from_spec(SamplingSpec()).logprobs == 0
-    assert sampling_params_from_spec(SamplingSpec(chosen_logprobs=False)).logprobs is None
-    assert sampling_params_from_spec(SamplingSpec(chosen_logprobs=False, logprobs=20)).logprobs == 20
+    assert sampling_params_from_spec(SamplingSpec()).logprobs is None
+    assert sampling_params_from_spec(SamplingSpec(chosen_logprobs=True)).logprobs == 0
+    assert sampling_params_from_spec(SamplingSpec(logprobs=20)).logprobs == 20
     assert sampling_params_from_spec(SamplingSpec(full_vocab_logprobs=True)).logprobs == -1

@@ -41,7 +41,7 @@ async def test_a_step_keeps_its_delimiter_and_an_answer_end_is_terminal(ids_keep
     assert [child.terminal for child in children] == [False, True]
     assert (children[0].answer, children[1].answer) == (None, "5")
     [(prompt, spec)] = generator.calls
-    assert prompt == [1, 2, 3] and spec.n == 2 and spec.stop == ("\n\n",)
+    assert prompt == [1, 2, 3] and spec.n == 2 and spec.stop == ("\n\n",) and spec.chosen_logprobs
 
     [[grandchild]] = await search.expand([children[0]], 1)
     assert generator.calls[1][0] == [1, 2, 3] + ids("First, 2 + 3.\n\n")
