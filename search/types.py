@@ -24,9 +24,9 @@ class SamplingSpec:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     logprobs: int | None = None  # top-k logprobs per generated token; None: no top-k
-    # The chosen token's logprob at each position (Sample.logprobs). vLLM's logprob pass over
-    # the vocabulary costs about 8% of a best-of-16 request on a CPU: asked for only by what
-    # reads it (step priors and paths, the mean-logprob scorer).
+    # The chosen token's logprob at each position (Sample.logprobs). vLLM then runs a pass over
+    # the whole vocabulary for every sequence at every step: asked for only by what reads it
+    # (step priors and paths, the mean-logprob scorer).
     chosen_logprobs: bool = False
     full_vocab_logprobs: bool = False  # every token's logprob (expensive; exact self-certainty)
     # each token's exact self-certainty, computed by the engine beside sampling (when it can)
