@@ -73,15 +73,18 @@ def puct(child: Node, parent: Node, c_puct: float, pending: dict[Node, int], flo
     return value + c_puct * child.prior * math.sqrt(parent_visits) / (1 + visits)
 
 
-def select_leaf(tree: Tree, c_puct: float, pending: dict[Node, int], held: set[Node]) -> Node | None:
+def select_leaf(tree: Tree, c_puct: float, pending: dict[Node, int], held: set[Node],
+                past_finished: bool = False) -> Node | None:
     """The leaf a descent by PUCT reaches under the virtual loss of `pending` descents, never
-    entering a leaf in `held` (or a subtree with nothing else); None when every leaf is held."""
+    entering a leaf in `held` (or a subtree with nothing else), nor with `past_finished` a
+    finished path already valued; None when no leaf is left to enter."""
     floor = min((node.score for node in tree.nodes() if node.score is not None), default=0.0)
     blocked: dict[Node, bool] = {}
 
     def is_blocked(node: Node) -> bool:
         if node not in blocked:
-            blocked[node] = node in held or bool(node.children) and all(map(is_blocked, node.children))
+            blocked[node] = (node in held or past_finished and node.terminal and node.visits > 0
+                             or bool(node.children) and all(map(is_blocked, node.children)))
         return blocked[node]
 
     node = tree.root
@@ -154,7 +157,6 @@ class Descents:
         self.pending: dict[Node, int] = {}
         self.held: set[Node] = set()
         self.released = asyncio.Condition()  # a descent let go of its leaf
-        self.returned = asyncio.Condition()  # a descent came back from the engine
         # The budget ran out in one descent: the others finish what they hold, start nothing new.
         self.stopped: BudgetExhausted | None = None
 
@@ -175,9 +177,15 @@ class Descents:
 
     async def descend(self) -> None:
         tree = self.search.tree
+        revisited = False
         while self.unclaimed() > 0 and self.stopped is None:
-            leaf = select_leaf(tree, self.params.c_puct, self.pending, self.held)
-            if leaf is None:  # every leaf is being grown: wait for one to come back
+            # Revisiting a finished path costs nothing and returns at once. While other descents
+            # are in flight their virtual losses make the finished paths look best, and idle
+            # descents would spend every iteration on revisits before anything new is grown:
+            # after a revisit a descent looks past finished paths to a leaf that can still grow.
+            past_finished = revisited and bool(self.held)
+            leaf = select_leaf(tree, self.params.c_puct, self.pending, self.held, past_finished)
+            if leaf is None:  # every leaf it may enter is being grown: wait for one to come back
                 async with self.released:
                     await self.released.wait()
                 continue
@@ -186,13 +194,8 @@ class Descents:
             for node in path:
                 self.pending[node] = self.pending.get(node, 0) + 1
             self.search.trace.append({"step": "descent", "node": leaf.address()})
+            revisited = leaf.terminal and leaf.visits > 0
             wait_for_budget = False
-            # Revisiting a finished path costs nothing and returns at once: while others are in
-            # flight, a descent may revisit once per descent that comes back from the engine,
-            # or idle descents would spend every iteration on revisits before anything new is
-            # grown (revisits waking each other did exactly that).
-            revisit = leaf.terminal and leaf.visits > 0
-            paced = revisit and len(self.held) > 1
             try:
                 await iterate(self.search, leaf, self.params)
                 tree.iterations += 1
@@ -208,14 +211,10 @@ class Descents:
                     self.pending[node] -= 1
                 async with self.released:
                     self.released.notify_all()
-                if not revisit:
-                    async with self.returned:
-                        self.returned.notify_all()
-            if wait_for_budget or paced:
-                waited = self.released if wait_for_budget else self.returned
-                async with waited:
-                    await waited.wait()
-            if not wait_for_budget:
+            if wait_for_budget:
+                async with self.released:
+                    await self.released.wait()
+            else:
                 self.search.round_done()
 
 

@@ -200,6 +200,22 @@ async def test_while_a_step_is_grown_each_idle_descent_revisits_a_finished_path_
 
 
 @pytest.mark.asyncio
+async def test_after_a_revisit_an_idle_descent_grows_what_can_still_grow():
+    table = {"": ["The answer is 5.", "Think.\n\n", "Try.\n\n"], "Think.\n\n": ["Hmm.\n\n"],
+             "Try.\n\n": ["So 5."], "Hmm.\n\n": ["So 5."]}
+    generator = SlowThinker(by_prompt_suffix(table, across_calls=True))
+    scorer = PathScorer({"The answer is 5.": 0.9, "Think.\n\n": 0.6}, default=0.3)
+    _, ctx = context(generator, scorer=scorer)
+    result = await mcts.run(ctx, MCTSParams(iterations=16, parallel=2, k=1, root_k=3, include_greedy=False))
+    steps = [(step["step"], step.get("node")) for step in result.trace]
+    # Alone, a descent revisits the finished path until "Think." is worth growing; while that is
+    # in the engine, the other descent revisits once and then grows "Try." instead of waiting.
+    think = steps.index(("descent", "1"))
+    assert steps[think + 1:think + 4] == [("descent", "0"), ("revisit", "0"), ("descent", "2")]
+    assert steps.index(("expand", "2")) < steps.index(("expand", "1"))
+
+
+@pytest.mark.asyncio
 async def test_a_child_is_valued_while_its_siblings_still_decode():
     events = []
 
