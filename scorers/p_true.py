@@ -2,29 +2,55 @@
 
 The model reads the question and a proposed answer and continues "The proposed answer is: (";
 P(True) = p(A) / (p(A) + p(B)) from that one next-token distribution. One engine call per
-candidate, all issued together so the engine batches them and shares the question's prefix.
+candidate, all issued together so the engine batches them.
+
+The question is asked in a follow-up turn of the conversation the answer was generated in, in
+token ids: the prompt and the answer are then a prefix the engine has just computed, and only
+the follow-up turn is new to it (a step search values a node per step, so this is most of a
+P(True) call's prefill). A chat template that does not render a conversation as the
+continuation of its generation prompt gets the paper's single prompt with the question and the
+proposed answer as text, as does `follow_up=False`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
-from search.types import Sample, SamplingSpec, ScoringContext
+from search.types import Generator, Sample, SamplingSpec, ScoringContext
 
 TOP_LOGPROBS = 20
 # The answer tokens rarely both fall out of the top 20; when they do, the model said neither.
 NO_OPINION = 0.5
+OPTIONS = "Is the proposed answer:\n (A) True\n (B) False"
+ANSWER_PREFIX = "The proposed answer is: ("
 
 
 def evaluation_messages(question: str, proposed_answer: str) -> list[dict]:
-    content = (
-        f"Question: {question.strip()}\n"
-        f"Proposed Answer: {proposed_answer.strip()}\n"
-        "Is the proposed answer:\n"
-        " (A) True\n"
-        " (B) False"
-    )
+    content = f"Question: {question.strip()}\nProposed Answer: {proposed_answer.strip()}\n{OPTIONS}"
     return [{"role": "user", "content": content}]
+
+
+def follow_up_ids(generator: Generator) -> list[int] | None:
+    """The ids that end an answer and ask OPTIONS about it in a user turn of their own, up to
+    ANSWER_PREFIX; None when the chat template renders an answer otherwise than as the tokens
+    after its generation prompt (some templates drop or rewrite earlier assistant turns)."""
+    question = [{"role": "user", "content": "What is 2 + 3?"}]
+    answer = "2 + 3 = 5."
+    asked = generator.chat_prompt_ids(question) + generator.encode(answer)
+    followed = generator.chat_prompt_ids(
+        [*question, {"role": "assistant", "content": answer}, {"role": "user", "content": OPTIONS}])
+    if followed[:len(asked)] != asked:
+        return None
+    return followed[len(asked):] + generator.encode(ANSWER_PREFIX)
+
+
+def join_turn(answer_ids: Sequence[int], follow_up: list[int]) -> list[int]:
+    """answer + follow-up, without repeating the end-of-turn token an answer that stopped on
+    its own already carries."""
+    overlap = next((k for k in range(min(len(answer_ids), len(follow_up)), 0, -1)
+                    if list(answer_ids[-k:]) == follow_up[:k]), 0)
+    return [*answer_ids, *follow_up[overlap:]]
 
 
 def p_true(next_token: dict[int, float], true_id: int, false_id: int) -> float:
@@ -46,17 +72,23 @@ class PTrueScorer:
     full_vocab = False
     token_self_certainty = False
 
+    def __init__(self, follow_up: bool = True):
+        self.follow_up = follow_up
+
+    def prompts(self, context: ScoringContext, candidates: list[Sample]) -> list[list[int]]:
+        generator = context.generator
+        follow_up = follow_up_ids(generator) if self.follow_up else None
+        if follow_up is not None:
+            return [join_turn(context.prompt_ids + list(sample.token_ids), follow_up) for sample in candidates]
+        answer_prefix = generator.encode(ANSWER_PREFIX)
+        return [generator.chat_prompt_ids(evaluation_messages(context.question, sample.text)) + answer_prefix
+                for sample in candidates]
+
     async def score(self, context: ScoringContext, candidates: list[Sample]) -> list[float]:
         generator = context.generator
-        answer_prefix = generator.encode("The proposed answer is: (")
         true_id, false_id = generator.encode("A")[0], generator.encode("B")[0]
         spec = SamplingSpec(n=1, max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
-        requests = [
-            (generator.chat_prompt_ids(evaluation_messages(context.question, sample.text))
-             + answer_prefix, spec)
-            for sample in candidates
-        ]
-        replies = await generator.generate_many(requests)
+        replies = await generator.generate_many([(prompt, spec) for prompt in self.prompts(context, candidates)])
         scores = []
         for [reply] in replies:
             next_token = reply.top_logprobs[0] if reply.top_logprobs else {}

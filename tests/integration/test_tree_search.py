@@ -55,3 +55,28 @@ def test_critic_search_judges_on_the_critic_model(server, client):
     assert response.usage.completion_tokens > report["answer_tokens"]
     # ...though the judgements ran on the --critic-model engine, not on the actor's.
     assert 0 < actor_generated_tokens(server) - before < response.usage.completion_tokens
+
+
+def test_p_true_asks_in_a_follow_up_turn_under_the_default_models_template(server):
+    """The P(True) value continues the conversation the path was generated in, so its prefill
+    is the follow-up turn alone; a template that broke the probe would fall back silently."""
+    from transformers import AutoTokenizer
+
+    from scorers.p_true import follow_up_ids, join_turn
+    from server.default_model import prepare_default_model
+    from server.engine import VLLMGenerator
+
+    class Tokenizing:  # the engine adapter's own template and tokenizer calls, without an engine
+        chat_prompt_ids, encode = VLLMGenerator.chat_prompt_ids, VLLMGenerator.encode
+
+        def __init__(self, tokenizer):
+            self.tokenizer = tokenizer
+
+    generator = Tokenizing(AutoTokenizer.from_pretrained(prepare_default_model()))
+    follow_up = follow_up_ids(generator)
+    assert generator.tokenizer.decode(follow_up) == (
+        "<|im_end|>\n<|im_start|>user\nIs the proposed answer:\n (A) True\n (B) False<|im_end|>\n"
+        "<|im_start|>assistant\nThe proposed answer is: (")
+    # An answer that ended its turn itself is not ended twice.
+    answer = generator.encode("The answer is 4.") + [generator.tokenizer.eos_token_id]
+    assert join_turn(answer, follow_up) == answer + follow_up[1:]

@@ -5,7 +5,7 @@ import pytest
 
 from scorers import SCORERS
 from scorers.mean_logprob import EMPTY_RESPONSE_SCORE, MeanLogprobScorer
-from scorers.p_true import PTrueScorer, p_true
+from scorers.p_true import PTrueScorer, join_turn, p_true
 from search.types import Budget, MeteredGenerator, Sample, ScoringContext
 from tests.unit.scripted import ScriptedGenerator, sample
 
@@ -53,12 +53,37 @@ async def test_p_true_scores_all_candidates_in_concurrent_one_token_calls():
     assert scores == pytest.approx([0.8, 1 / 7, 0.8])
     assert judge.most_in_flight == 3
     assert metered.usage.engine_calls == 3 and metered.usage.completion_tokens == 3
-    for prompt_ids, spec in judge.calls:
-        assert (spec.max_tokens, spec.logprobs, spec.n) == (1, 20, 1)
-        prompt = judge.decode(prompt_ids)
-        assert "Question: What is 2 + 3?\nProposed Answer: " in prompt
-        assert " (A) True\n (B) False" in prompt
-        assert prompt.endswith("<assistant>The proposed answer is: (")
+    # Asked in a follow-up turn of the conversation the answer was generated in, in token ids.
+    follow_up = "\n<user>Is the proposed answer:\n (A) True\n (B) False\n<assistant>The proposed answer is: ("
+    assert [prompt_ids for prompt_ids, _ in judge.calls] == [
+        [1, 2, *map(ord, answer + follow_up)] for answer in ("right: 5", "wrong: 6", "right again")]
+    assert all((spec.max_tokens, spec.logprobs, spec.n) == (1, 20, 1) for _, spec in judge.calls)
+
+
+def test_the_follow_up_turn_does_not_repeat_an_end_of_turn_the_answer_carries():
+    assert join_turn([5, 6, 7], [7, 8]) == [5, 6, 7, 8]
+    assert join_turn([5, 6, 7], [6, 7, 8]) == [5, 6, 7, 8]
+    assert join_turn([5, 6], [7, 8]) == [5, 6, 7, 8]
+    assert join_turn([], [7, 8]) == [7, 8]
+
+
+class RewritingTemplate(ConcurrentJudge):
+    """A chat template that drops earlier assistant turns, as some reasoning models' do."""
+
+    def chat_prompt_ids(self, messages, add_generation_prompt=True):
+        kept = [m for m in messages if m["role"] != "assistant"]
+        return super().chat_prompt_ids(kept, add_generation_prompt)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("judge, follow_up", [(ConcurrentJudge(), False), (RewritingTemplate(), True)])
+async def test_p_true_falls_back_to_the_papers_single_prompt(judge, follow_up):
+    context = ScoringContext([1, 2], "What is 2 + 3?", MeteredGenerator(judge))
+    scores = await PTrueScorer(follow_up=follow_up).score(context, [sample("right: 5"), sample("wrong: 6")])
+    assert scores == pytest.approx([0.8, 1 / 7])
+    assert [judge.decode(prompt_ids) for prompt_ids, _ in judge.calls] == [
+        f"<user>Question: What is 2 + 3?\nProposed Answer: {answer}\nIs the proposed answer:\n (A) True\n"
+        " (B) False\n<assistant>The proposed answer is: (" for answer in ("right: 5", "wrong: 6")]
 
 
 @pytest.mark.asyncio
