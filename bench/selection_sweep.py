@@ -2,10 +2,12 @@
 
 One sampling pass per temperature on the real engine (in process): for every problem the greedy
 answer plus n - 1 samples, each with its engine-recorded self-certainty, mean logprob and
-P(True). Every selection rule of the sampling strategies is then applied to the same candidates,
-so the rules differ only by how they choose, not by what they were given. Accuracy of each rule
-is printed next to greedy decoding. The strategies themselves are measured through the server by
-bench/run.py; this script is for choosing their defaults.
+P(True) (asked in a follow-up turn, the scorer's way, and in the paper's single prompt). Every
+selection rule of the sampling strategies is then applied to the same candidates, so the rules
+differ only by how they choose, not by what they were given. Accuracy of each rule is printed
+next to greedy decoding, and for each score how often it ranks a right candidate above a wrong
+one of the same problem (pairwise AUC; 0.5 is chance). The strategies themselves are measured
+through the server by bench/run.py; this script is for choosing their defaults.
 
     .venv/bin/python -m bench.selection_sweep --temperatures 0.3,0.5,0.7 --n 8
 """
@@ -38,17 +40,33 @@ def choose(answers: list[str | None], scores: list[float] | None, weights: list[
     return top.members[0] if top else 0
 
 
-def rules(answers, mean_logprob, self_certainty, p_true) -> dict[str, int]:
+SCORES = ("mean_logprob", "self_certainty", "p_true", "p_true_single_prompt")
+
+
+def rules(answers, mean_logprob, self_certainty, p_true, p_true_single_prompt) -> dict[str, int]:
     n = len(answers)
     return {
         "greedy": 0,
         "majority (self_consistency)": choose(answers, None),
         "argmax mean_logprob (best_of_n)": choose(answers, mean_logprob),
         "argmax p_true": choose(answers, p_true),
+        "argmax p_true (single prompt)": choose(answers, p_true_single_prompt),
         "argmax self_certainty": choose(answers, self_certainty, prefer_answered=True),
         "borda self_certainty": choose(answers, None, borda_weights(self_certainty, paper_power(n))),
         "p_true-weighted vote": choose(answers, None, p_true),
+        "p_true-weighted vote (single prompt)": choose(answers, None, p_true_single_prompt),
     }
+
+
+def pairwise_auc(problems: list[tuple[list[float], list[bool]]]) -> float | None:
+    """How often a right candidate scores above a wrong one of the same problem (ties half)."""
+    wins = pairs = 0.0
+    for scores, right in problems:
+        for high in (score for score, ok in zip(scores, right) if ok):
+            for low in (score for score, ok in zip(scores, right) if not ok):
+                pairs += 1
+                wins += 1.0 if high > low else 0.5 if high == low else 0.0
+    return wins / pairs if pairs else None
 
 
 async def sample_problem(generator, extractor, question: str, n: int, temperature: float,
@@ -61,13 +79,15 @@ async def sample_problem(generator, extractor, question: str, n: int, temperatur
                            token_self_certainty=True, chosen_logprobs=True)
     groups = await asyncio.gather(generator.generate(prompt, greedy), generator.generate(prompt, sampled))
     samples = [s for group in groups for s in group]
-    metered = MeteredGenerator(generator)
-    p_true = await PTrueScorer().score(ScoringContext(prompt, question, metered), samples)
+    context = ScoringContext(prompt, question, MeteredGenerator(generator))
+    p_true, p_true_single_prompt = await asyncio.gather(
+        PTrueScorer().score(context, samples), PTrueScorer(follow_up=False).score(context, samples))
     return {
         "answers": [extractor.extract(s.text) for s in samples],
         "mean_logprob": [sum(s.logprobs) / max(len(s.logprobs), 1) for s in samples],
         "self_certainty": [sum(s.token_self_certainty) / max(len(s.token_self_certainty), 1) for s in samples],
         "p_true": p_true,
+        "p_true_single_prompt": p_true_single_prompt,
     }
 
 
@@ -79,6 +99,7 @@ async def sweep(args) -> dict:
     extractor = MathAnswers("number")
     slots = asyncio.Semaphore(args.concurrency)
     table: dict[float, dict[str, int]] = {}
+    auc: dict[float, dict[str, float | None]] = {}
     try:
         for temperature in args.temperatures:
             progress = tqdm(total=len(problems), desc=f"T={temperature}", unit="q")
@@ -88,17 +109,19 @@ async def sweep(args) -> dict:
                     drawn = await sample_problem(generator, extractor, problem["question"], args.n,
                                                  temperature, args.max_tokens, seed=index)
                 progress.update()
-                chosen = rules(drawn["answers"], drawn["mean_logprob"], drawn["self_certainty"], drawn["p_true"])
                 gold = str(problem["answer"])
-                return {rule: drawn["answers"][i] is not None and answers_equivalent(drawn["answers"][i], gold)
-                        for rule, i in chosen.items()}
+                right = [answer is not None and answers_equivalent(answer, gold) for answer in drawn["answers"]]
+                chosen = rules(drawn["answers"], *(drawn[score] for score in SCORES))
+                return {rule: right[i] for rule, i in chosen.items()}, drawn, right
 
             outcomes = await asyncio.gather(*(one(i, p) for i, p in enumerate(problems)))
             progress.close()
-            table[temperature] = {rule: sum(o[rule] for o in outcomes) for rule in outcomes[0]}
+            table[temperature] = {rule: sum(o[rule] for o, _, _ in outcomes) for rule in outcomes[0][0]}
+            auc[temperature] = {score: pairwise_auc([(drawn[score], right) for _, drawn, right in outcomes])
+                                for score in SCORES}
     finally:
         generator.shutdown()
-    return {"problems": len(problems), "n": args.n, "correct": table}
+    return {"problems": len(problems), "n": args.n, "correct": table, "pairwise_auc": auc}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,9 +141,13 @@ def main(argv: list[str] | None = None) -> None:
     temperatures = list(result["correct"])
     rule_names = list(result["correct"][temperatures[0]])
     print(f"\ncorrect of {result['problems']} problems, n={result['n']} (greedy first):")
-    print(f"{'rule':<34}" + "".join(f"{'T=' + str(t):>9}" for t in temperatures))
+    print(f"{'rule':<40}" + "".join(f"{'T=' + str(t):>9}" for t in temperatures))
     for rule in rule_names:
-        print(f"{rule:<34}" + "".join(f"{result['correct'][t][rule]:>9}" for t in temperatures))
+        print(f"{rule:<40}" + "".join(f"{result['correct'][t][rule]:>9}" for t in temperatures))
+    print("\npairwise AUC, right over wrong candidates of the same problem (0.5 is chance):")
+    for score in SCORES:
+        aucs = (result["pairwise_auc"][t][score] for t in temperatures)
+        print(f"{score:<40}" + "".join(f"{'-' if auc is None else round(auc, 3):>9}" for auc in aucs))
 
 
 if __name__ == "__main__":
