@@ -2,12 +2,12 @@
 
 One sampling pass per temperature on the real engine (in process): for every problem the greedy
 answer plus n - 1 samples, each with its engine-recorded self-certainty, mean logprob and
-P(True) (asked in a follow-up turn, the scorer's way, and in the paper's single prompt). Every
-selection rule of the sampling strategies is then applied to the same candidates, so the rules
-differ only by how they choose, not by what they were given. Accuracy of each rule is printed
-next to greedy decoding, and for each score how often it ranks a right candidate above a wrong
-one of the same problem (pairwise AUC; 0.5 is chance). The strategies themselves are measured
-through the server by bench/run.py; this script is for choosing their defaults.
+P(True) (in the paper's single prompt, `p_true`, and in a follow-up turn, `p_true_follow_up`).
+Every selection rule of the sampling strategies is then applied to the same candidates, so the
+rules differ only by how they choose, not by what they were given. Accuracy of each rule is
+printed next to greedy decoding, and for each score how often it ranks a right candidate above
+a wrong one of the same problem (pairwise AUC; 0.5 is chance). The strategies themselves are
+measured through the server by bench/run.py; this script is for choosing their defaults.
 
     .venv/bin/python -m bench.selection_sweep --temperatures 0.3,0.5,0.7 --n 8
 """
@@ -40,21 +40,21 @@ def choose(answers: list[str | None], scores: list[float] | None, weights: list[
     return top.members[0] if top else 0
 
 
-SCORES = ("mean_logprob", "self_certainty", "p_true", "p_true_single_prompt")
+SCORES = ("mean_logprob", "self_certainty", "p_true", "p_true_follow_up")
 
 
-def rules(answers, mean_logprob, self_certainty, p_true, p_true_single_prompt) -> dict[str, int]:
+def rules(answers, mean_logprob, self_certainty, p_true, p_true_follow_up) -> dict[str, int]:
     n = len(answers)
     return {
         "greedy": 0,
         "majority (self_consistency)": choose(answers, None),
         "argmax mean_logprob (best_of_n)": choose(answers, mean_logprob),
         "argmax p_true": choose(answers, p_true),
-        "argmax p_true (single prompt)": choose(answers, p_true_single_prompt),
+        "argmax p_true_follow_up": choose(answers, p_true_follow_up),
         "argmax self_certainty": choose(answers, self_certainty, prefer_answered=True),
         "borda self_certainty": choose(answers, None, borda_weights(self_certainty, paper_power(n))),
         "p_true-weighted vote": choose(answers, None, p_true),
-        "p_true-weighted vote (single prompt)": choose(answers, None, p_true_single_prompt),
+        "p_true_follow_up-weighted vote": choose(answers, None, p_true_follow_up),
     }
 
 
@@ -80,14 +80,14 @@ async def sample_problem(generator, extractor, question: str, n: int, temperatur
     groups = await asyncio.gather(generator.generate(prompt, greedy), generator.generate(prompt, sampled))
     samples = [s for group in groups for s in group]
     context = ScoringContext(prompt, question, MeteredGenerator(generator))
-    p_true, p_true_single_prompt = await asyncio.gather(
-        PTrueScorer().score(context, samples), PTrueScorer(follow_up=False).score(context, samples))
+    p_true, p_true_follow_up = await asyncio.gather(
+        PTrueScorer().score(context, samples), PTrueScorer(follow_up=True).score(context, samples))
     return {
         "answers": [extractor.extract(s.text) for s in samples],
         "mean_logprob": [sum(s.logprobs) / max(len(s.logprobs), 1) for s in samples],
         "self_certainty": [sum(s.token_self_certainty) / max(len(s.token_self_certainty), 1) for s in samples],
         "p_true": p_true,
-        "p_true_single_prompt": p_true_single_prompt,
+        "p_true_follow_up": p_true_follow_up,
     }
 
 

@@ -21,6 +21,7 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
     "self_certainty_exact": lambda: SelfCertaintyScorer("exact"),
     "mean_logprob": MeanLogprobScorer,
     "p_true": PTrueScorer,
+    "p_true_follow_up": lambda: PTrueScorer(follow_up=True),
 }
 
 __all__ = ["SCORERS", "MathAnswers", "PromptedStepCritic", "answers_equivalent", "extract_answer"]

@@ -4,12 +4,14 @@ The model reads the question and a proposed answer and continues "The proposed a
 P(True) = p(A) / (p(A) + p(B)) from that one next-token distribution. One engine call per
 candidate, all issued together so the engine batches them.
 
-The question is asked in a follow-up turn of the conversation the answer was generated in, in
+`p_true` asks in the paper's single prompt, with the question and the proposed answer as text.
+`p_true_follow_up` asks in a follow-up turn of the conversation the answer was generated in, in
 token ids: the prompt and the answer are then a prefix the engine has just computed, and only
-the follow-up turn is new to it (a step search values a node per step, so this is most of a
-P(True) call's prefill). A chat template that does not render a conversation as the
-continuation of its generation prompt gets the paper's single prompt with the question and the
-proposed answer as text, as does `follow_up=False`.
+the follow-up turn is new to it (in a traced mcts search a value call computed 47 prompt tokens
+instead of 70). It judged finished answers no worse (bench/selection_sweep.py), but mcts valued
+by it solved 4 and 6 of 60 dev problems against 10 with the single prompt (bench/RESULTS.md),
+so the single prompt stays the default. A chat template that does not render a conversation as
+the continuation of its generation prompt gets the single prompt either way.
 """
 
 from __future__ import annotations
@@ -66,14 +68,14 @@ def p_true(next_token: dict[int, float], true_id: int, false_id: int) -> float:
 
 
 class PTrueScorer:
-    name = "p_true"
     chosen_logprobs = False
     logprobs_needed = None
     full_vocab = False
     token_self_certainty = False
 
-    def __init__(self, follow_up: bool = True):
+    def __init__(self, follow_up: bool = False):
         self.follow_up = follow_up
+        self.name = "p_true_follow_up" if follow_up else "p_true"
 
     def prompts(self, context: ScoringContext, candidates: list[Sample]) -> list[list[int]]:
         generator = context.generator

@@ -48,8 +48,8 @@ async def test_p_true_scores_all_candidates_in_concurrent_one_token_calls():
     judge = ConcurrentJudge()
     metered = MeteredGenerator(judge, Budget(max_tokens=100))
     context = ScoringContext([1, 2], "What is 2 + 3?", metered)
-    scores = await PTrueScorer().score(context, [sample("right: 5"), sample("wrong: 6"),
-                                                 sample("right again")])
+    scores = await PTrueScorer(follow_up=True).score(context, [sample("right: 5"), sample("wrong: 6"),
+                                                               sample("right again")])
     assert scores == pytest.approx([0.8, 1 / 7, 0.8])
     assert judge.most_in_flight == 3
     assert metered.usage.engine_calls == 3 and metered.usage.completion_tokens == 3
