@@ -42,6 +42,15 @@ def test_each_strategy_answers_with_a_true_report(client, strategy):
         assert 0 < report["vote_share"] <= 1
 
 
+@pytest.mark.parametrize("scorer", ["p_true", "p_true_follow_up"])
+def test_both_p_true_prompts_value_candidates_through_the_api(client, scorer):
+    response = searched(client, {"strategy": "best_of_n", "n": 2, "scorer": scorer, "cache": False}, seed=5)
+    report = response.model_extra["search"]
+    assert 0.0 <= report["selected_score"] <= 1.0
+    # Each candidate's P(True) call generates one token, counted in the usage.
+    assert response.usage.completion_tokens >= report["answer_tokens"] + report["candidates"]
+
+
 def test_budget_tokens_is_a_hard_cap(client):
     response = searched(client, {"strategy": "self_consistency", "n": 8, "budget_tokens": 60})
     assert response.usage.completion_tokens <= 60
