@@ -17,6 +17,7 @@ the continuation of its generation prompt gets the single prompt either way.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 from search.types import Generator, Sample, SamplingSpec, ScoringContext
@@ -67,7 +68,20 @@ def p_true(next_token: dict[int, float], true_id: int, false_id: int) -> float:
     return 1.0 / (1.0 + math.exp(logprob_false - logprob_true))
 
 
+@dataclass(frozen=True)
+class PromptParts:
+    """The ids of P(True)'s constant strings under one tokenizer."""
+
+    true_id: int
+    false_id: int
+    answer_prefix: list[int]
+    follow_up: list[int] | None  # None: the single prompt
+
+
 class PTrueScorer:
+    """Built per request (SCORERS[name]()), so it sees one tokenizer: the ids of its constant
+    strings, the follow-up turn included, are worked out on its first call, not on every node."""
+
     chosen_logprobs = False
     logprobs_needed = None
     full_vocab = False
@@ -76,23 +90,30 @@ class PTrueScorer:
     def __init__(self, follow_up: bool = False):
         self.follow_up = follow_up
         self.name = "p_true_follow_up" if follow_up else "p_true"
+        self.parts: PromptParts | None = None
+
+    def prompt_parts(self, generator: Generator) -> PromptParts:
+        if self.parts is None:
+            self.parts = PromptParts(generator.encode("A")[0], generator.encode("B")[0],
+                                     generator.encode(ANSWER_PREFIX),
+                                     follow_up_ids(generator) if self.follow_up else None)
+        return self.parts
 
     def prompts(self, context: ScoringContext, candidates: list[Sample]) -> list[list[int]]:
-        generator = context.generator
-        follow_up = follow_up_ids(generator) if self.follow_up else None
-        if follow_up is not None:
-            return [join_turn(context.prompt_ids + list(sample.token_ids), follow_up) for sample in candidates]
-        answer_prefix = generator.encode(ANSWER_PREFIX)
-        return [generator.chat_prompt_ids(evaluation_messages(context.question, sample.text)) + answer_prefix
-                for sample in candidates]
+        parts = self.prompt_parts(context.generator)
+        if parts.follow_up is not None:
+            return [join_turn(context.prompt_ids + list(sample.token_ids), parts.follow_up)
+                    for sample in candidates]
+        return [context.generator.chat_prompt_ids(evaluation_messages(context.question, sample.text))
+                + parts.answer_prefix for sample in candidates]
 
     async def score(self, context: ScoringContext, candidates: list[Sample]) -> list[float]:
-        generator = context.generator
-        true_id, false_id = generator.encode("A")[0], generator.encode("B")[0]
         spec = SamplingSpec(n=1, max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
-        replies = await generator.generate_many([(prompt, spec) for prompt in self.prompts(context, candidates)])
+        prompts = self.prompts(context, candidates)
+        parts = self.prompt_parts(context.generator)
+        replies = await context.generator.generate_many([(prompt, spec) for prompt in prompts])
         scores = []
         for [reply] in replies:
             next_token = reply.top_logprobs[0] if reply.top_logprobs else {}
-            scores.append(p_true(next_token, true_id, false_id))
+            scores.append(p_true(next_token, parts.true_id, parts.false_id))
         return scores

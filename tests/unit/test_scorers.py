@@ -60,6 +60,25 @@ async def test_p_true_scores_all_candidates_in_concurrent_one_token_calls():
     assert all((spec.max_tokens, spec.logprobs, spec.n) == (1, 20, 1) for _, spec in judge.calls)
 
 
+class CountingTemplate(ConcurrentJudge):
+    def __init__(self):
+        super().__init__()
+        self.renders = 0
+
+    def chat_prompt_ids(self, messages, add_generation_prompt=True):
+        self.renders += 1
+        return super().chat_prompt_ids(messages, add_generation_prompt)
+
+
+@pytest.mark.asyncio
+async def test_the_follow_up_turn_is_worked_out_once_per_scorer():
+    judge = CountingTemplate()
+    scorer, context = PTrueScorer(follow_up=True), ScoringContext([1, 2], "q", MeteredGenerator(judge))
+    first = await scorer.score(context, [sample("right: 5")])
+    second = await scorer.score(context, [sample("right: 5"), sample("wrong: 6")])
+    assert first == second[:1] and judge.renders == 2  # the template probe, on the first call only
+
+
 def test_the_follow_up_turn_does_not_repeat_an_end_of_turn_the_answer_carries():
     assert join_turn([5, 6, 7], [7, 8]) == [5, 6, 7, 8]
     assert join_turn([5, 6, 7], [6, 7, 8]) == [5, 6, 7, 8]
