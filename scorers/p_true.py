@@ -7,8 +7,8 @@ candidate, all issued together so the engine batches them.
 `p_true` asks in the paper's single prompt, with the question and the proposed answer as text.
 `p_true_follow_up` asks in a follow-up turn of the conversation the answer was generated in, in
 token ids: the prompt and the answer are then a prefix the engine has just computed, and only
-the follow-up turn is new to it (in a traced mcts search a value call computed 47 prompt tokens
-instead of 70). It judged finished answers no worse (bench/selection_sweep.py), but mcts valued
+the follow-up turn is new to it (bench.tree_reuse: mcts computed 2.16 prompt tokens per
+generated token at 128 iterations, against 2.50 with the single prompt). It judged finished answers no worse (bench/selection_sweep.py), but mcts valued
 by it solved 4 and 6 of 60 dev problems against 10 with the single prompt (bench/RESULTS.md),
 so the single prompt stays the default. A chat template that does not render a conversation as
 the continuation of its generation prompt gets the single prompt either way.
