@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parallel", type=int, default=8, help="mcts descents in flight")
     parser.add_argument("--iterations", type=lambda text: [int(n) for n in text.split(",")], default=[32, 128],
                         help="iterations of the unbudgeted searches, comma-separated")
+    parser.add_argument("--scorer", help="the scorer valuing mcts's nodes; default: mcts's own")
     parser.add_argument("--out", type=Path, default=Path("bench/results/tree_reuse.json"))
     args = parser.parse_args(argv)
 
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # Enough iterations that the budget, not the iteration count, ends the first search.
     spec = {"strategy": "mcts", "k": 3, "iterations": 512, "parallel": args.parallel, "max_depth": 6}
+    if args.scorer:
+        spec["scorer"] = args.scorer
     rows = []
     with ServerProcess("deliberate", command, port, args.out.with_suffix(".log")) as server:
         server.wait_healthy(600)
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     first_tokens = sum(r["first_tokens"] for r in rows)
     plain_rate = statistics.median(run["tokens"] / run["s"] for run in plain)
     summary = {
-        "budget_tokens": args.budget, "problems": len(rows),
+        "budget_tokens": args.budget, "problems": len(rows), "scorer": args.scorer or "mcts default",
         "repeat_tokens_over_first": sum(r["repeat_tokens"] for r in rows) / first_tokens,
         "repeat_wall_over_first": sum(r["repeat_s"] for r in rows) / sum(r["first_s"] for r in rows),
         "resumed_tokens_over_first": sum(r["resumed_tokens"] for r in rows) / first_tokens,

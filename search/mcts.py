@@ -1,7 +1,8 @@
 """MCTS over reasoning steps (AlphaLLM, ReST-MCTS*; ALGORITHMS §4).
 
 Each iteration selects a leaf by PUCT, Q(c) + c_puct * P(c) * sqrt(N(parent)) / (1 + N(c)),
-where P is the softmax over siblings of each step's mean token logprob; expands it into k
+where Q is the mean backed-up value (min-max scaled when the scorer's values are not
+probabilities) and P the softmax over siblings of each step's mean token logprob; expands it into k
 steps (root_k at the root), the greedy step and k-1 samples, one engine request each (a leaf
 at max_depth is instead completed greedily, as AlphaLLM rolls out at its depth limit); values
 each new node, as soon as its step is back, by the scorer on its path or on a greedy rollout
@@ -64,11 +65,33 @@ class MCTSParams(StepParams):
         check_bool("rollout", self.rollout)
 
 
-def puct(child: Node, parent: Node, c_puct: float, pending: dict[Node, int], floor: float) -> float:
+@dataclass(frozen=True)
+class ValueScale:
+    """How PUCT reads a backed-up value. Scores that are probabilities (P(True)) are taken as
+    they are, as in ReST-MCTS*; in a tree with a score outside [0, 1] (self-certainty is in
+    nats) values are mapped onto [0, 1] by the lowest and highest score, MuZero's min-max,
+    so that they weigh against the priors as probabilities would. `low`, the lowest score, is
+    also the value a virtual loss counts."""
+
+    low: float = 0.0
+    high: float = 0.0
+
+    @classmethod
+    def of(cls, tree: Tree) -> ValueScale:
+        scores = [node.score for node in tree.nodes() if node.score is not None]
+        return cls(min(scores), max(scores)) if scores else cls()
+
+    def __call__(self, value: float) -> float:
+        if self.high > self.low and (self.low < 0.0 or self.high > 1.0):
+            return (value - self.low) / (self.high - self.low)
+        return value
+
+
+def puct(child: Node, parent: Node, c_puct: float, pending: dict[Node, int], scale: ValueScale) -> float:
     visits = child.visits + pending.get(child, 0)
     if visits == 0:
         return math.inf  # grown but never valued: the budget ran out in between
-    value = (child.value_sum + pending.get(child, 0) * floor) / visits
+    value = scale((child.value_sum + pending.get(child, 0) * scale.low) / visits)
     parent_visits = parent.visits + pending.get(parent, 0)
     return value + c_puct * child.prior * math.sqrt(parent_visits) / (1 + visits)
 
@@ -78,7 +101,7 @@ def select_leaf(tree: Tree, c_puct: float, pending: dict[Node, int], held: set[N
     """The leaf a descent by PUCT reaches under the virtual loss of `pending` descents, never
     entering a leaf in `held` (or a subtree with nothing else), nor with `past_finished` a
     finished path already valued; None when no leaf is left to enter."""
-    floor = min((node.score for node in tree.nodes() if node.score is not None), default=0.0)
+    scale = ValueScale.of(tree)
     blocked: dict[Node, bool] = {}
 
     def is_blocked(node: Node) -> bool:
@@ -93,7 +116,7 @@ def select_leaf(tree: Tree, c_puct: float, pending: dict[Node, int], held: set[N
     while node.children:
         parent = node
         node = max((child for child in parent.children if not is_blocked(child)),
-                   key=lambda child: puct(child, parent, c_puct, pending, floor))
+                   key=lambda child: puct(child, parent, c_puct, pending, scale))
     return node
 
 
@@ -240,9 +263,9 @@ async def run(ctx: SearchContext, params: MCTSParams, tree: Tree | None = None) 
     """Search on a new tree, or on `tree` (a stored one, Tree.from_dict) up to params.iterations."""
     if ctx.scorer is None:
         raise ValueError("mcts needs a scorer in its SearchContext")
-    if ctx.scorer.logprobs_needed or ctx.scorer.full_vocab or ctx.scorer.token_self_certainty:
-        raise ValueError(f"mcts cannot value paths by {ctx.scorer.name}: a tree keeps only "
-                         "the chosen tokens' logprobs")
+    if ctx.scorer.logprobs_needed or ctx.scorer.full_vocab:
+        raise ValueError(f"mcts cannot value paths by {ctx.scorer.name}: a tree keeps only the chosen "
+                         "tokens' logprobs and the self-certainty the engine recorded")
     search = StepSearch(ctx, params, "mcts", tree)
     try:
         await Descents(search, params).run()

@@ -54,6 +54,8 @@ class StepSearch:
         self.truncated = False
         self.rounds = 0
         self.requests = 0
+        # A value read from the engine's self-certainty needs it recorded for every step.
+        self.records_self_certainty = bool(ctx.scorer and ctx.scorer.token_self_certainty)
 
     def room(self, node: Node) -> int:
         """Tokens the answer may still grow by below `node`: ctx.max_tokens caps the whole path."""
@@ -72,7 +74,8 @@ class StepSearch:
         stop = self.ctx.stop if to_end else (self.params.step_delimiter, *self.ctx.stop)
         spec = SamplingSpec(n=n, max_tokens=self.room(parent), temperature=temperature,
                             top_p=self.params.top_p, stop=stop, seed=self.request_seed(),
-                            chosen_logprobs=True)  # priors, and the path a scorer may read
+                            chosen_logprobs=True,  # priors, and the path a scorer may read
+                            token_self_certainty=self.records_self_certainty)
         prompt = conversation if conversation is not None else self.ctx.prompt_ids
         return prompt + parent.path_ids(), spec
 
@@ -170,8 +173,9 @@ class StepSearch:
         ends_answer = not ends_step and sample.finish_reason == "stop"
         terminal = ends_answer or len(ids) >= self.room(parent)
         answer = self.ctx.answers.extract(parent.path_text() + text) if terminal else None
-        return {"token_ids": ids, "text": text, "logprobs": logprobs, "terminal": terminal,
-                "answer": answer}
+        certainty = None if sample.token_self_certainty is None else list(sample.token_self_certainty)
+        return {"token_ids": ids, "text": text, "logprobs": logprobs, "self_certainty": certainty,
+                "terminal": terminal, "answer": answer}
 
     def finish_reason(self, node: Node) -> str:
         return "stop" if node.terminal and self.room(node) > 0 else "length"
@@ -179,12 +183,14 @@ class StepSearch:
     def path_sample(self, node: Node, continuation: Sample | None = None) -> Sample:
         """The whole answer up to `node`: every step's tokens and text, concatenated, and then
         `continuation` if one is given."""
+        certainty = node.path_self_certainty()
         if continuation is None:
             return Sample(node.path_ids(), node.path_text(), node.path_logprobs(),
-                          finish_reason=self.finish_reason(node))
+                          finish_reason=self.finish_reason(node), token_self_certainty=certainty)
+        more = continuation.token_self_certainty
         return Sample(node.path_ids() + continuation.token_ids, node.path_text() + continuation.text,
-                      node.path_logprobs() + continuation.logprobs,
-                      finish_reason=continuation.finish_reason)
+                      node.path_logprobs() + continuation.logprobs, finish_reason=continuation.finish_reason,
+                      token_self_certainty=None if certainty is None or more is None else certainty + more)
 
     async def finish(self, node: Node) -> Node:
         """`node`, or when it is unfinished its greedy completion, if the budget affords one."""

@@ -16,6 +16,9 @@ class Node:
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     logprobs: list[float] = field(default_factory=list)  # one per token id
+    # The engine's self-certainty of each sampled token, when the search asked for it; a
+    # delimiter the search appended itself was not sampled and has none.
+    self_certainty: list[float] | None = None
     visits: int = 0
     value_sum: float = 0.0
     prior: float | None = None
@@ -59,6 +62,14 @@ class Node:
     def path_logprobs(self) -> list[float]:
         return [logprob for node in self.path() for logprob in node.logprobs]
 
+    def path_self_certainty(self) -> list[float] | None:
+        """The recorded self-certainty of every sampled token from the root down; None when a
+        step on the path has no record."""
+        steps = self.path()[1:]
+        if any(node.self_certainty is None for node in steps):
+            return None
+        return [value for node in steps for value in node.self_certainty]
+
     def address(self) -> str:
         """Child indices from the root, "0.2.1"; "" for the root. Names a node in a trace."""
         indices = [str(node.parent.children.index(node)) for node in self.path()[1:]]
@@ -81,6 +92,8 @@ class Node:
             data["text"] = self.text
         if self.logprobs:
             data["logprobs"] = list(self.logprobs)
+        if self.self_certainty is not None:
+            data["sc"] = list(self.self_certainty)
         if self.visits:
             data["visits"] = self.visits
         if self.value_sum:
@@ -103,6 +116,7 @@ class Node:
             token_ids=list(data.get("ids", [])),
             text=data.get("text", ""),
             logprobs=list(data.get("logprobs", [])),
+            self_certainty=data.get("sc"),
             visits=data.get("visits", 0),
             value_sum=data.get("value_sum", 0.0),
             prior=data.get("prior"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.conftest import MODEL
 
@@ -22,6 +23,25 @@ def test_mcts_answers_with_its_tree(server, client):
     assert report["engine_calls"] >= 2 and response.usage.completion_tokens >= report["answer_tokens"]
     tree = httpx.get(f"{server}/v1/search/trees/{report['tree_id']}").json()["tree"]
     assert len(tree["root"]["children"]) >= 2
+
+
+def test_mcts_values_steps_by_the_self_certainty_the_engine_recorded(server, client):
+    response = search(client, {"strategy": "mcts", "scorer": "self_certainty", "k": 2, "root_k": 2,
+                               "iterations": 3, "parallel": 2, "max_depth": 3})
+    report = response.model_extra["search"]
+    assert report["selected_score"] > 0 and response.choices[0].message.content
+    tree = httpx.get(f"{server}/v1/search/trees/{report['tree_id']}").json()["tree"]
+
+    def valued_paths(node: dict, recorded: list[float]):
+        for child in node.get("children", []):
+            path = recorded + child["sc"]
+            assert 0 < len(child["sc"]) <= len(child["ids"])  # a delimiter the search appended has none
+            if "score" in child:
+                yield child["score"], sum(path) / len(path)
+            yield from valued_paths(child, path)
+
+    pairs = list(valued_paths(tree["root"], []))
+    assert len(pairs) >= 2 and all(score == pytest.approx(mean) and score > 0 for score, mean in pairs)
 
 
 def test_mcts_resumes_with_a_larger_budget(client):

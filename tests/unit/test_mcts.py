@@ -1,13 +1,14 @@
 import asyncio
 import math
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
 from scorers.answers import answers_equivalent
 from scorers.self_certainty import SelfCertaintyScorer
 from search import STRATEGIES, mcts
-from search.mcts import MCTSParams, backup, choose, puct, select_leaf
+from search.mcts import MCTSParams, ValueScale, backup, choose, puct, select_leaf
 from search.tree import Node, Tree
 from tests.unit.scripted import (
     OverlapCounter, PathScorer, ScriptedGenerator, by_prompt_suffix, sample, search_context,
@@ -27,9 +28,9 @@ def test_puct_picks_the_child_with_the_highest_bound():
     tree, a, b, c = stats_tree()
     root, no_pending = tree.root, {}
     # Q + c * P * sqrt(10) / (1 + n): A 0.5 + 0.2 * 3.1623 / 5, B 0.3 + 0.5 * 3.1623 / 2, ...
-    assert puct(a, root, 1.0, no_pending, 0.0) == pytest.approx(0.626491, abs=1e-6)
-    assert puct(b, root, 1.0, no_pending, 0.0) == pytest.approx(1.090569, abs=1e-6)
-    assert puct(c, root, 1.0, no_pending, 0.0) == pytest.approx(0.858114, abs=1e-6)
+    assert puct(a, root, 1.0, no_pending, ValueScale()) == pytest.approx(0.626491, abs=1e-6)
+    assert puct(b, root, 1.0, no_pending, ValueScale()) == pytest.approx(1.090569, abs=1e-6)
+    assert puct(c, root, 1.0, no_pending, ValueScale()) == pytest.approx(0.858114, abs=1e-6)
     assert select_leaf(tree, 1.0, {}, set()) is b  # exploration wins
     assert select_leaf(tree, 0.1, {}, set()) is c  # little exploration: the best value wins
 
@@ -59,6 +60,22 @@ def test_an_unvalued_child_is_selected_first():
     fresh = tree.root.add_child(text="D", prior=0.01)
     assert select_leaf(tree, 1.0, {}, set()) is fresh
     assert select_leaf(tree, 1.0, {}, {fresh}) is b
+
+
+def test_values_in_other_units_than_probabilities_weigh_against_priors_as_probabilities_would():
+    def tree_scored(low: float, high: float) -> Tree:
+        # A: value `high`, 5 visits, prior 0.1; B: value `low`, 1 visit, prior 0.9.
+        tree = Tree(Node(visits=6))
+        tree.root.add_child(text="A", visits=5, value_sum=5 * high, score=high, prior=0.1)
+        tree.root.add_child(text="B", visits=1, value_sum=low, score=low, prior=0.9)
+        return tree
+
+    # As probabilities: A 1 + 0.1 * sqrt(6) / 6 = 1.04 against B 0 + 0.9 * sqrt(6) / 2 = 1.10.
+    assert select_leaf(tree_scored(0.0, 1.0), 1.0, {}, set()).text == "B"
+    # In nats (self-certainty 10 and 12) the same: the values span [0, 1] once scaled.
+    assert select_leaf(tree_scored(10.0, 12.0), 1.0, {}, set()).text == "B"
+    assert ValueScale(10.0, 12.0)(11.5) == pytest.approx(0.75)
+    assert ValueScale(0.2, 0.6)(0.5) == 0.5  # probabilities are taken as they are
 
 
 def test_backup_adds_the_value_to_every_node_on_the_path():
@@ -305,7 +322,7 @@ async def test_a_run_stopped_by_the_budget_resumes_with_a_larger_one():
 
 @pytest.mark.asyncio
 async def test_mcts_refuses_a_scorer_that_needs_top_logprobs():
-    _, ctx = context(scorer=SelfCertaintyScorer())
+    _, ctx = context(scorer=SelfCertaintyScorer("tail"))
     with pytest.raises(ValueError):
         await mcts.run(ctx, MCTSParams())
 
@@ -317,3 +334,34 @@ def test_registered_as_resumable_with_p_true_by_default():
             params.parallel, params.final, params.step_delimiter) == (
         "p_true", 3, 16, 1.0, 8, 8, "most_visited", "\n\n")
     assert math.isclose(params.temperature, 0.7)
+
+
+class CertaintyRecorder(ScriptedGenerator):
+    """Records a self-certainty for every token when asked: 10 + the token's position in its
+    step for "Add" steps, 2 for any other."""
+
+    def __init__(self, script):
+        super().__init__(script)
+        self.records_self_certainty = True
+
+    async def generate(self, prompt_ids, spec):
+        samples = await super().generate(prompt_ids, spec)
+        if not spec.token_self_certainty:
+            return samples
+        return [replace(s, token_self_certainty=[10.0 + i if s.text.startswith("Add") else 2.0
+                                                 for i in range(len(s.token_ids))]) for s in samples]
+
+
+@pytest.mark.asyncio
+async def test_nodes_are_valued_by_the_self_certainty_the_engine_recorded_along_their_path():
+    generator = CertaintyRecorder(by_prompt_suffix(TABLE, across_calls=True))
+    _, ctx = context(generator, scorer=SelfCertaintyScorer())
+    result = await mcts.run(ctx, MCTSParams(iterations=6, root_k=3, include_greedy=False))
+    assert all(spec.token_self_certainty for _, spec in generator.calls)
+    tree = Tree.from_dict(result.tree)
+    for node in list(tree.nodes())[1:]:
+        path = node.path_self_certainty()
+        assert path is not None and node.score == pytest.approx(sum(path) / len(path))
+    add = next(child for child in tree.root.children if child.text.startswith("Add"))
+    # "Add 2 and 3." is 12 tokens, recorded 10..21 (the search appended the delimiter: no record).
+    assert add.token_ids[-2:] == [10, 10] and add.score == pytest.approx(15.5) and add.visits == max(c.visits for c in tree.root.children)

@@ -40,3 +40,14 @@ def test_step_fields_and_the_iteration_count_round_trip():
     assert again.to_dict() == data and again.iterations == 5
     copied = again.root.children[0].children[0]
     assert (copied.logprobs, copied.prior, copied.path_ids()) == ([-0.1], 1.0, [5, 6, 7])
+
+
+def test_recorded_self_certainty_round_trips_and_a_path_without_a_record_has_none():
+    tree = Tree()
+    step = tree.root.add_child(token_ids=[5, 6, 7], text="a\n\n", self_certainty=[3.0, 4.0])  # 7 appended
+    leaf = step.add_child(token_ids=[8], text="5", self_certainty=[5.0])
+    assert leaf.path_self_certainty() == [3.0, 4.0, 5.0]
+    again = Tree.from_dict(tree.to_dict())
+    assert again.root.children[0].children[0].path_self_certainty() == [3.0, 4.0, 5.0]
+    assert step.add_child(token_ids=[9], text="6").path_self_certainty() is None
+    assert Node(token_ids=[1], text="a").to_dict() == {"ids": [1], "text": "a"}
