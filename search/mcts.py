@@ -35,10 +35,12 @@ FINAL_RULES = ("most_visited", "highest_value", "vote")
 
 @dataclass
 class MCTSParams(StepParams):
-    # p_true, not mean_logprob: the prior already is each step's mean logprob, and a value
-    # repeating it would turn the search into a likelihood search. P(True) is a separate
-    # judgement of the path, in [0, 1] like ReST-MCTS*'s value, for a one-token call per node.
-    scorer: str | None = "p_true"
+    # Self-certainty: the engine records it while the step is sampled, so valuing a node costs
+    # no engine call (P(True) costs one, mostly prefill), and on the dev set it ranks right
+    # answers above wrong ones better than P(True) does; mcts valued by either solved as many
+    # problems (bench/RESULTS.md). Not mean_logprob: the prior already is each step's mean
+    # logprob, and a value repeating it would turn the search into a likelihood search.
+    scorer: str | None = "self_certainty"
     k: int = 3
     # AlphaLLM keeps the root much wider than the nodes below it (at least 10 first steps on
     # GSM8K, 2-3 children deeper): the first step decides the most, and with `parallel`

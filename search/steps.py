@@ -55,7 +55,7 @@ class StepSearch:
         self.rounds = 0
         self.requests = 0
         # A value read from the engine's self-certainty needs it recorded for every step.
-        self.records_self_certainty = bool(ctx.scorer and ctx.scorer.token_self_certainty)
+        self.asks_self_certainty = bool(ctx.scorer and ctx.scorer.token_self_certainty)
 
     def room(self, node: Node) -> int:
         """Tokens the answer may still grow by below `node`: ctx.max_tokens caps the whole path."""
@@ -75,7 +75,7 @@ class StepSearch:
         spec = SamplingSpec(n=n, max_tokens=self.room(parent), temperature=temperature,
                             top_p=self.params.top_p, stop=stop, seed=self.request_seed(),
                             chosen_logprobs=True,  # priors, and the path a scorer may read
-                            token_self_certainty=self.records_self_certainty)
+                            token_self_certainty=self.asks_self_certainty)
         prompt = conversation if conversation is not None else self.ctx.prompt_ids
         return prompt + parent.path_ids(), spec
 

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from scorers import SCORERS, MathAnswers, PromptedStepCritic
 from search import STRATEGIES, parse_params
-from search.params import CommonParams
+from search.params import CommonParams, StepParams
 from search.tree import Tree
 from search.types import (
     Budget, Candidate, InvalidSearchParam, MeteredGenerator, Sample, Scorer, SearchContext, SearchResult,
@@ -64,9 +64,9 @@ def plan_search(state: ServerState, search: dict[str, Any], n: int) -> SearchPla
                        400, "search.scorer")
     scorer = SCORERS[params.scorer]() if params.scorer is not None else None
     if scorer is not None and scorer.token_self_certainty and not state.generator.records_self_certainty:
-        # No recorder in this engine (speculative decoding): the best top-k estimate instead,
-        # under its own name in the report.
-        scorer = SCORERS["self_certainty_tail"]()
+        # No recorder in this engine (speculative decoding): the best top-k estimate instead, or
+        # for a step search, whose tree keeps no top-k logprobs, P(True).
+        scorer = SCORERS["p_true" if isinstance(params, StepParams) else "self_certainty_tail"]()
     if scorer is not None:
         limit = state.generator.max_logprobs
         if scorer.full_vocab and limit != -1:

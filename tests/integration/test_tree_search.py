@@ -16,18 +16,20 @@ def search(client, spec: dict, max_tokens: int = 64):
                                           extra_body={"search": spec})
 
 
-def test_mcts_answers_with_its_tree(server, client):
-    response = search(client, {"strategy": "mcts", "k": 2, "iterations": 3, "parallel": 2, "max_depth": 3})
+def test_mcts_valued_by_p_true_answers_with_its_tree(server, client):
+    response = search(client, {"strategy": "mcts", "scorer": "p_true", "k": 2, "iterations": 3, "parallel": 2,
+                               "max_depth": 3})
     report = response.model_extra["search"]
     assert report["strategy"] == "mcts" and response.choices[0].message.content
     assert report["engine_calls"] >= 2 and response.usage.completion_tokens >= report["answer_tokens"]
     tree = httpx.get(f"{server}/v1/search/trees/{report['tree_id']}").json()["tree"]
     assert len(tree["root"]["children"]) >= 2
+    assert all(0 <= child["score"] <= 1 and "sc" not in child for child in tree["root"]["children"])
 
 
-def test_mcts_values_steps_by_the_self_certainty_the_engine_recorded(server, client):
-    response = search(client, {"strategy": "mcts", "scorer": "self_certainty", "k": 2, "root_k": 2,
-                               "iterations": 3, "parallel": 2, "max_depth": 3})
+def test_mcts_values_steps_by_the_self_certainty_the_engine_recorded_by_default(server, client):
+    response = search(client, {"strategy": "mcts", "k": 2, "root_k": 2, "iterations": 3, "parallel": 2,
+                               "max_depth": 3})
     report = response.model_extra["search"]
     assert report["selected_score"] > 0 and response.choices[0].message.content
     tree = httpx.get(f"{server}/v1/search/trees/{report['tree_id']}").json()["tree"]

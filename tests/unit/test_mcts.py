@@ -327,12 +327,12 @@ async def test_mcts_refuses_a_scorer_that_needs_top_logprobs():
         await mcts.run(ctx, MCTSParams())
 
 
-def test_registered_as_resumable_with_p_true_by_default():
+def test_registered_as_resumable_with_self_certainty_by_default():
     assert STRATEGIES["mcts"].resumable and not STRATEGIES["critic"].resumable
     params = MCTSParams()
     assert (params.scorer, params.k, params.iterations, params.c_puct, params.max_depth,
             params.parallel, params.final, params.step_delimiter) == (
-        "p_true", 3, 16, 1.0, 8, 8, "most_visited", "\n\n")
+        "self_certainty", 3, 16, 1.0, 8, 8, "most_visited", "\n\n")
     assert math.isclose(params.temperature, 0.7)
 
 

@@ -94,7 +94,7 @@ def test_a_non_object_is_rejected():
 def test_step_search_defaults():
     mcts = parse_params("mcts", {"k": 2, "final": "vote", "rollout": True})
     assert (mcts.k, mcts.final, mcts.rollout, mcts.scorer, mcts.step_delimiter) == (
-        2, "vote", True, "p_true", "\n\n")
+        2, "vote", True, "self_certainty", "\n\n")
     critic = parse_params("critic", {"step_delimiter": "\n"})
     assert (critic.beam_width, critic.k, critic.max_steps, critic.max_revisions,
             critic.accept_threshold, critic.step_delimiter) == (2, 2, 8, 1, 0.5, "\n")
