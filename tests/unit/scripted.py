@@ -194,3 +194,9 @@ class OverlapCounter(ScriptedGenerator):
             return await super().generate(prompt_ids, spec)
         finally:
             self.in_flight -= 1
+
+
+def terminal(root, answer: str | None, visits: int, score: float):
+    """A finished path below `root` answering `answer`, visited `visits` times at value `score`."""
+    return root.add_child(text=f"The answer is {answer}.", terminal=True, answer=answer,
+                          visits=visits, value_sum=visits * score, score=score)

@@ -11,7 +11,7 @@ from search import STRATEGIES, mcts
 from search.mcts import MCTSParams, ValueScale, backup, choose, puct, select_leaf
 from search.tree import Node, Tree
 from tests.unit.scripted import (
-    OverlapCounter, PathScorer, ScriptedGenerator, by_prompt_suffix, sample, search_context,
+    OverlapCounter, PathScorer, ScriptedGenerator, by_prompt_suffix, sample, search_context, terminal,
 )
 
 
@@ -87,11 +87,6 @@ def test_backup_adds_the_value_to_every_node_on_the_path():
     assert (a.visits, a.value_sum) == (6, pytest.approx(3.0))
     assert (tree.root.visits, tree.root.value_sum) == (12, pytest.approx(6.6))
     assert (b.visits, c.visits) == (1, 5)
-
-
-def terminal(root: Node, answer: str | None, visits: int, score: float) -> Node:
-    return root.add_child(text=f"The answer is {answer}.", terminal=True, answer=answer,
-                          visits=visits, value_sum=visits * score, score=score)
 
 
 def test_the_final_rules_pick_by_visits_by_value_or_by_value_weighted_vote():
