@@ -360,3 +360,14 @@ async def test_nodes_are_valued_by_the_self_certainty_the_engine_recorded_along_
     add = next(child for child in tree.root.children if child.text.startswith("Add"))
     # "Add 2 and 3." is 12 tokens, recorded 10..21 (the search appended the delimiter: no record).
     assert add.token_ids[-2:] == [10, 10] and add.score == pytest.approx(15.5) and add.visits == max(c.visits for c in tree.root.children)
+
+
+@pytest.mark.asyncio
+async def test_a_rollout_adds_its_own_recorded_self_certainty_to_the_paths():
+    generator = CertaintyRecorder(by_prompt_suffix(TABLE, across_calls=True))
+    _, ctx = context(generator, scorer=SelfCertaintyScorer())
+    result = await mcts.run(ctx, MCTSParams(iterations=1, rollout=True, include_greedy=False))
+    add = next(child for child in Tree.from_dict(result.tree).root.children if child.text.startswith("Add"))
+    # The step's 12 records (10..21) and its rollout "So 2 + 3 = 5.\n\n", 15 tokens at 2:
+    # (186 + 30) / 27. The tree keeps the step's records only.
+    assert add.score == pytest.approx(8.0) and add.self_certainty == [10.0 + i for i in range(12)]
