@@ -24,6 +24,7 @@ import httpx
 from tqdm import tqdm
 
 from bench.run import DEFAULT_DATA, INSTRUCTION, load_problems
+from bench.selection_sweep import pairwise_auc
 from scorers.answers import answers_equivalent
 from search.mcts import FINAL_RULES, choose
 from search.self_certainty import paper_power
@@ -42,17 +43,6 @@ def picks(terminals: list[Node]) -> dict[str, Node | None]:
     chosen["majority"] = vote(terminals, [1.0] * len(terminals))
     chosen["borda"] = vote(terminals, borda_weights(scores, paper_power(len(terminals))))
     return chosen
-
-
-def pairs(terminals: list[Node], right: list[bool]) -> tuple[float, int]:
-    """(right paths valued above wrong ones, ties counting half; pairs) within one problem."""
-    won, count = 0.0, 0
-    for good, good_ok in zip(terminals, right):
-        for bad, bad_ok in zip(terminals, right):
-            if good_ok and not bad_ok and good.score is not None and bad.score is not None:
-                won += 1.0 if good.score > bad.score else 0.5 if good.score == bad.score else 0.0
-                count += 1
-    return won, count
 
 
 async def search_tree(client: httpx.AsyncClient, args: argparse.Namespace, question: str) -> dict:
@@ -98,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     problems = load_problems(args.data, args.limit)
     trees = asyncio.run(collect(args, problems))
     correct = {"oracle": 0}
-    won, compared, finished = 0.0, 0, 0
+    valued: list[tuple[list[float], list[bool]]] = []  # per problem, for the value's AUC
+    finished = 0
     for problem, tree in zip(problems, trees):
         terminals = [node for node in Tree.from_dict(tree).nodes() if node.terminal]
         right = [node.answer is not None and answers_equivalent(node.answer, str(problem["answer"]))
@@ -107,11 +98,11 @@ def main(argv: list[str] | None = None) -> None:
         correct["oracle"] += any(right)
         for rule, node in (picks(terminals) if terminals else {}).items():
             correct[rule] = correct.get(rule, 0) + (node is not None and right[terminals.index(node)])
-        problem_won, problem_pairs = pairs(terminals, right)
-        won, compared = won + problem_won, compared + problem_pairs
+        scored = [(node.score, ok) for node, ok in zip(terminals, right) if node.score is not None]
+        valued.append(([score for score, _ in scored], [ok for _, ok in scored]))
     summary = {"problems": len(problems), "search": args.search_json, "seed": args.seed,
                "finished_paths_per_problem": finished / len(problems),
-               "correct": correct, "value_pairwise_auc": won / compared if compared else None}
+               "correct": correct, "value_pairwise_auc": pairwise_auc(valued)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "trees": trees}))
     print(json.dumps(summary, indent=2))

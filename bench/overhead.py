@@ -149,6 +149,18 @@ class ServerProcess:
             pass
 
 
+def engine_counters(base: str, *names: str) -> dict[str, float]:
+    """The named vLLM counters from a server's /metrics, each summed over its label sets."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = dict.fromkeys(names, 0.0)
+    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return totals
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -22,27 +22,21 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 from openai import AsyncOpenAI
-from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-from bench.overhead import ServerProcess, free_port
+from bench.overhead import ServerProcess, engine_counters, free_port, server_command
 from bench.run import DEFAULT_DATA, INSTRUCTION, load_problems
+from bench.tree_reuse import ENGINE_ARGS
 from scorers.answers import answers_equivalent, extract_answer
 
-ENGINE_ARGS = ["--max-model-len", "2048", "--enforce-eager", "--dtype", "bfloat16"]
 MODEL = "bench-model"
 # deliberate strategy -> optillm approach doing the same work
 PAIRS = {"self_consistency": "majority_voting", "best_of_n": "bon", "mcts": "mcts"}
 
 
 def generated_tokens(base: str) -> float:
-    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
-        for sample in family.samples:
-            if sample.name == "vllm:generation_tokens_total":
-                return sample.value
-    raise RuntimeError(f"{base}/metrics has no vllm:generation_tokens_total")
+    return engine_counters(base, "vllm:generation_tokens_total")["vllm:generation_tokens_total"]
 
 
 async def answer_all(base_v1: str, problems: list[dict], model: str, options: dict, args, label: str) -> dict:
@@ -104,8 +98,8 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ.setdefault("OPENAI_API_KEY", "EMPTY")  # else optillm calls through LiteLLM, which needs a provider
     vllm_port, optillm_port = free_port(), free_port()
-    vllm = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--host", "127.0.0.1",
-            "--port", str(vllm_port), "--served-model-name", MODEL, *ENGINE_ARGS]
+    servers = argparse.Namespace(model=model_dir, served_model_name=MODEL, engine_args=" ".join(ENGINE_ARGS))
+    vllm = server_command("vllm", servers, vllm_port)
     optillm = [args.optillm, "--base-url", f"http://127.0.0.1:{vllm_port}/v1", "--host", "127.0.0.1",
                "--port", str(optillm_port), "--best-of-n", str(args.n)]
     with ServerProcess("vllm", vllm, vllm_port, args.out.with_suffix(".vllm.log")) as engine:
@@ -117,9 +111,8 @@ def main(argv: list[str] | None = None) -> None:
                                                  f"{PAIRS[name]}-{MODEL}", {}, args, f"optillm {PAIRS[name]}")
 
     port = free_port()
-    command = [sys.executable, "-m", "server", "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
-               "--served-model-name", MODEL, *ENGINE_ARGS]
-    with ServerProcess("deliberate", command, port, args.out.with_suffix(".deliberate.log")) as server:
+    deliberate = server_command("deliberate", servers, port)
+    with ServerProcess("deliberate", deliberate, port, args.out.with_suffix(".deliberate.log")) as server:
         server.wait_healthy(600)
         for name in strategies:
             search = {"strategy": name, "n": args.n, "answer_format": "number", "cache": False}

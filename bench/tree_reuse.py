@@ -26,10 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-from bench.overhead import ServerProcess, free_port
+from bench.overhead import ServerProcess, engine_counters, free_port
 from bench.run import DEFAULT_DATA, INSTRUCTION, load_problems
 
 ENGINE_ARGS = ["--max-model-len", "2048", "--enforce-eager", "--dtype", "bfloat16"]
@@ -49,11 +48,7 @@ def chat(base: str, question: str, search: dict | None, **options) -> tuple[dict
 
 def prefilled_tokens(base: str) -> float:
     """Prompt tokens the engine has computed so far: its prompt tokens less prefix-cache hits."""
-    counters = {"vllm:prompt_tokens_total": 0.0, "vllm:prefix_cache_hits_total": 0.0}
-    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
-        for sample in family.samples:
-            if sample.name in counters:
-                counters[sample.name] += sample.value
+    counters = engine_counters(base, "vllm:prompt_tokens_total", "vllm:prefix_cache_hits_total")
     return counters["vllm:prompt_tokens_total"] - counters["vllm:prefix_cache_hits_total"]
 
 

@@ -1,6 +1,7 @@
-"""bench/mcts_rules.py's arithmetic: each rule's pick, and the pairwise AUC's pairs."""
+"""bench/mcts_rules.py's picks, and the pairwise AUC it shares with bench/selection_sweep.py."""
 
-from bench.mcts_rules import pairs, picks
+from bench.mcts_rules import picks
+from bench.selection_sweep import pairwise_auc
 from search.tree import Node
 from tests.unit.scripted import terminal
 
@@ -17,8 +18,7 @@ def test_each_rule_picks_from_the_same_finished_paths():
     assert chosen["borda"] is seven_a
 
 
-def test_pairs_compare_right_with_wrong_paths_and_count_ties_half():
-    root = Node()
-    paths = [terminal(root, "5", 1, 3.0), terminal(root, "7", 1, 1.0), terminal(root, "8", 1, 3.0)]
-    assert pairs(paths, [True, False, False]) == (1.5, 2)
-    assert pairs(paths, [True, True, True]) == (0.0, 0)
+def test_the_auc_compares_right_with_wrong_paths_of_one_problem_and_counts_ties_half():
+    # Right 3.0 against wrong 1.0 (won) and 3.0 (a tie): 1.5 of 2; a problem all right adds no pair.
+    assert pairwise_auc([([3.0, 1.0, 3.0], [True, False, False]), ([5.0, 0.0], [True, True])]) == 0.75
+    assert pairwise_auc([([1.0], [True])]) is None
