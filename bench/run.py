@@ -223,7 +223,7 @@ def parse_extra_search(text: str | None, strategies: list[str]) -> dict[str, dic
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="deliberate bench", description=__doc__.split("\n\n")[0],
+        prog="python -m bench.run", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     parser.add_argument("--api-key", default="EMPTY")

@@ -43,7 +43,7 @@ def parse_params(strategy: str | None, raw: dict | None) -> CommonParams:
     name = strategy if strategy is not None else raw.get("strategy")
     if name is None:
         raise InvalidSearchParam("search.strategy", "is required")
-    if name not in STRATEGIES:
+    if not isinstance(name, str) or name not in STRATEGIES:
         raise InvalidSearchParam(
             "search.strategy", f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
     params_class = STRATEGIES[name].params

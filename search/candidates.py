@@ -48,6 +48,7 @@ class CandidatePool:
             chosen_logprobs=bool(scorer and scorer.chosen_logprobs),
             full_vocab_logprobs=bool(scorer and scorer.full_vocab),
             token_self_certainty=bool(scorer and scorer.token_self_certainty),
+            answer=True,
         )
         if params.include_greedy and not self.samples and n > 1 and params.temperature > 0:
             greedy = replace(spec, n=1, temperature=0.0, top_p=1.0, seed=None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from search.params import StepParams, check_int, check_number
+from search.params import StepParams, bounded
 from search.steps import StepSearch
 from search.tree import Node
 from search.types import BudgetExhausted, SearchContext, SearchResult, StepCritic, StepToJudge
@@ -35,19 +35,11 @@ MIN_STEP_SCORE = 1e-6
 
 @dataclass
 class CriticParams(StepParams):
-    beam_width: int = 2
-    k: int = 2
-    max_steps: int = 8
-    max_revisions: int = 1
-    accept_threshold: float = 0.5
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_int("beam_width", self.beam_width, 1, 16)
-        check_int("k", self.k, 1, 16)
-        check_int("max_steps", self.max_steps, 1, 64)
-        check_int("max_revisions", self.max_revisions, 0, 8)
-        check_number("accept_threshold", self.accept_threshold, 0.0, 1.0)
+    beam_width: int = bounded(2, 1, 16)
+    k: int = bounded(2, 1, 16)
+    max_steps: int = bounded(8, 1, 64)
+    max_revisions: int = bounded(1, 0, 8)
+    accept_threshold: float = bounded(0.5, 0.0, 1.0)
 
 
 def beam_score(node: Node) -> float:

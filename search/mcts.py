@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from search.params import StepParams, check_bool, check_choice, check_int, check_number
+from search.params import StepParams, bounded, one_of
 from search.steps import StepSearch, answer_weights
 from search.tree import Node, Tree
 from search.types import BudgetExhausted, InvalidSearchParam, SearchContext, SearchResult
@@ -41,30 +41,22 @@ class MCTSParams(StepParams):
     # problems (bench/RESULTS.md). Not mean_logprob: the prior already is each step's mean
     # logprob, and a value repeating it would turn the search into a likelihood search.
     scorer: str | None = "self_certainty"
-    k: int = 3
+    k: int = bounded(3, 1, 16)
     # AlphaLLM keeps the root much wider than the nodes below it (at least 10 first steps on
     # GSM8K, 2-3 children deeper): the first step decides the most, and with `parallel`
     # first steps every descent has a subtree of its own from the second iteration on.
-    root_k: int = 8
-    iterations: int = 16
-    c_puct: float = 1.0
-    max_depth: int = 8
-    parallel: int = 8
-    final: str = "most_visited"
+    root_k: int = bounded(8, 1, 64)
+    iterations: int = bounded(16, 1, 1024)
+    c_puct: float = bounded(1.0, 0.0, 100.0)
+    max_depth: int = bounded(8, 1, 64)
+    parallel: int = bounded(8, 1, 64)
+    final: str = one_of("most_visited", FINAL_RULES)
     rollout: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.scorer is None:
             raise InvalidSearchParam("search.scorer", "mcts needs a scorer to value paths")
-        check_int("k", self.k, 1, 16)
-        check_int("root_k", self.root_k, 1, 64)
-        check_int("iterations", self.iterations, 1, 1024)
-        check_number("c_puct", self.c_puct, 0.0, 100.0)
-        check_int("max_depth", self.max_depth, 1, 64)
-        check_int("parallel", self.parallel, 1, 64)
-        check_choice("final", self.final, FINAL_RULES)
-        check_bool("rollout", self.rollout)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
-"""Parameters every strategy accepts, and the checks each strategy's own parameters use.
+"""Parameters every strategy accepts, and how every strategy's parameters are checked.
 
-Errors name the field as the client wrote it ("search.n"), so the server can answer 400
-with `param` set.
+A parameter's range or choices are declared with its default (`bounded`, `one_of`), so the
+checks and the server's published schema come from one place. Errors name the field as the
+client wrote it ("search.n"), so the server can answer 400 with `param` set.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, field, fields
 
 from search.types import InvalidSearchParam
 
@@ -14,6 +15,41 @@ ANSWER_FORMATS = ("auto", "number", "boxed", "choice", "text")
 
 # Handled by the server before the strategy runs; accepted here and left alone.
 SERVER_KEYS = frozenset({"budget_tokens", "cache", "tree_id", "return_trace", "strategy"})
+
+
+def bounded(default, low, high, low_inclusive: bool = True):
+    """A numeric parameter: its default and its range."""
+    return field(default=default, metadata={"range": (low, high, low_inclusive)})
+
+
+def one_of(default: str, choices: tuple[str, ...]):
+    """A parameter that takes one of a few names."""
+    return field(default=default, metadata={"choices": tuple(choices)})
+
+
+def rules(params_class: type, name: str) -> dict:
+    """A field's declared range or choices, also when a subclass only changed its default."""
+    for cls in params_class.__mro__:
+        declared = getattr(cls, "__dataclass_fields__", {}).get(name)
+        if declared is not None and declared.metadata:
+            return dict(declared.metadata)
+    return {}
+
+
+def check_field(params_class: type, declared: Field, value) -> None:
+    name, kind = declared.name, str(declared.type)
+    if value is None and "None" in kind:
+        return
+    if kind.startswith("bool"):
+        return check_bool(name, value)
+    declared_rules = rules(params_class, name)
+    if "range" in declared_rules:
+        low, high, low_inclusive = declared_rules["range"]
+        if kind.startswith("int"):
+            return check_int(name, value, low, high)
+        return check_number(name, value, low, high, low_inclusive)
+    if "choices" in declared_rules:
+        return check_choice(name, value, declared_rules["choices"])
 
 
 def check_int(name: str, value, low: int, high: int) -> None:
@@ -47,26 +83,23 @@ def check_choice(name: str, value, choices: tuple[str, ...]) -> None:
 class CommonParams:
     """What every strategy accepts. `scorer` is a name; the server resolves it to a Scorer."""
 
-    n: int = 8
+    n: int = bounded(8, 1, 64)
     # Tuned on the dev set with the embedded 135M model (bench/selection_sweep.py): its votes
     # gain at 0.3 and lose at 0.5-0.7, where a single sample is right half as often as greedy.
     # Larger models are usually sampled at 0.6-0.7 (the papers' settings); ask per request.
-    temperature: float = 0.3
-    top_p: float = 1.0
+    temperature: float = bounded(0.3, 0.0, 2.0)
+    top_p: float = bounded(1.0, 0.0, 1.0, low_inclusive=False)
     scorer: str | None = None
-    answer_format: str = "auto"
+    answer_format: str = one_of("auto", ANSWER_FORMATS)
     # AlphaLLM's "first child is greedy": candidate 0 is the greedy answer, so ties (first-seen
     # wins) fall to it; a small model's samples are much worse than its greedy answer.
     include_greedy: bool = True
 
     def __post_init__(self) -> None:
-        check_int("n", self.n, 1, 64)
-        check_bool("include_greedy", self.include_greedy)
-        check_number("temperature", self.temperature, 0.0, 2.0)
-        check_number("top_p", self.top_p, 0.0, 1.0, low_inclusive=False)
+        for declared in fields(self):
+            check_field(type(self), declared, getattr(self, declared.name))
         if self.scorer is not None and (not isinstance(self.scorer, str) or not self.scorer):
             raise InvalidSearchParam("search.scorer", f"must be a scorer name, got {self.scorer!r}")
-        check_choice("answer_format", self.answer_format, ANSWER_FORMATS)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from search.candidates import CandidatePool
-from search.params import CommonParams, check_int
+from search.params import CommonParams, bounded
 from search.types import BudgetExhausted, Sample, SamplingSpec, SearchContext, SearchResult
 
 # The paper's Table 11 selection instruction. Its opening sentence, step titles and closing
@@ -40,11 +40,7 @@ VERDICT = re.compile(r"the majority voted answer is\s*[:\-]?\s*(.*)", re.IGNOREC
 @dataclass
 class SelfAgreementParams(CommonParams):
     n: int = 5
-    selection_max_tokens: int = 256
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_int("selection_max_tokens", self.selection_max_tokens, 1, 4096)
+    selection_max_tokens: int = bounded(256, 1, 4096)
 
 
 def selection_prompt(question: str, solutions: list[str]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search.candidates import CandidatePool, sample_and_score, select_best_scored
-from search.params import CommonParams, check_bool, check_number
+from search.params import CommonParams, bounded
 from search.types import InvalidSearchParam, SearchContext, SearchResult
 from search.voting import borda_weights, leader, vote_shares
 
@@ -27,15 +27,12 @@ class SelfCertaintyParams(CommonParams):
     # The paper samples at 0.6 with top-p 0.9; the dev set's sweep (bench/selection_sweep.py)
     # favours 0.3 and the Borda vote for the embedded model, as for the other votes.
     borda: bool = True
-    power: float | None = None  # None: paper_power(n)
+    power: float | None = bounded(None, 0.0, 100.0)  # None: paper_power(n)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.scorer is None:
             raise InvalidSearchParam("search.scorer", "self_certainty needs a scorer")
-        check_bool("borda", self.borda)
-        if self.power is not None:
-            check_number("power", self.power, 0.0, 100.0)
 
 
 async def run(ctx: SearchContext, params: SelfCertaintyParams) -> SearchResult:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search.candidates import CandidatePool
-from search.params import CommonParams, check_bool, check_int
+from search.params import CommonParams, bounded
 from search.types import BudgetExhausted, SearchContext, SearchResult
 from search.voting import is_settled
 
@@ -19,12 +19,7 @@ from search.voting import is_settled
 @dataclass
 class SelfConsistencyParams(CommonParams):
     adaptive: bool = False
-    batch_size: int = 4
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_bool("adaptive", self.adaptive)
-        check_int("batch_size", self.batch_size, 1, 64)
+    batch_size: int = bounded(4, 1, 64)
 
 
 async def run(ctx: SearchContext, params: SelfConsistencyParams) -> SearchResult:

@@ -75,7 +75,7 @@ class StepSearch:
         spec = SamplingSpec(n=n, max_tokens=self.room(parent), temperature=temperature,
                             top_p=self.params.top_p, stop=stop, seed=self.request_seed(),
                             chosen_logprobs=True,  # priors, and the path a scorer may read
-                            token_self_certainty=self.asks_self_certainty)
+                            token_self_certainty=self.asks_self_certainty, answer=True)
         prompt = conversation if conversation is not None else self.ctx.prompt_ids
         return prompt + parent.path_ids(), spec
 

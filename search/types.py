@@ -32,6 +32,10 @@ class SamplingSpec:
     # each token's exact self-certainty, computed by the engine beside sampling (when it can)
     token_self_certainty: bool = False
     ignore_eos: bool = False
+    # The samples are (part of) an answer to the client's request, not a scorer's or judge's
+    # own prompt: the server draws them under the request's own constraints (structured
+    # outputs, logit bias, penalties, stop token ids, ...), the search setting only the fields above.
+    answer: bool = False
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import itertools
 import json
 import secrets
@@ -30,13 +31,27 @@ _request_ids = itertools.count()
 CPU_BLOCK_SIZE = 32
 
 
-def sampling_params_from_spec(spec: SamplingSpec) -> SamplingParams:
+# What a search sets on a sample; every other field keeps what vLLM derived from the request.
+SEARCH_OWNED_FIELDS = {"n", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "logprobs",
+                       "prompt_logprobs", "ignore_eos", "output_kind", "extra_args"}
+_REQUEST_FIELDS = [name for name in inspect.signature(SamplingParams.from_optional).parameters
+                   if name not in SEARCH_OWNED_FIELDS]
+
+
+def sampling_params_from_spec(spec: SamplingSpec, request: SamplingParams | None = None) -> SamplingParams:
+    """vLLM's parameters for `spec`; an answer sample starts from the request's own (`request`,
+    as vLLM derived them from the client's request) and the search sets only what it owns."""
     if spec.full_vocab_logprobs:
         logprobs = -1
     else:
         # logprobs=0 returns the chosen token's logprob alone.
         logprobs = spec.logprobs or (0 if spec.chosen_logprobs else None)
-    return SamplingParams(
+    inherited = {}
+    if request is not None and spec.answer:
+        inherited = {name: getattr(request, name) for name in _REQUEST_FIELDS}
+        inherited["extra_args"] = request.extra_args
+    return SamplingParams.from_optional(
+        **inherited,
         n=spec.n,
         max_tokens=spec.max_tokens,
         temperature=spec.temperature,
@@ -129,16 +144,20 @@ class VLLMGenerator:
         except VLLMClientError as exc:  # a request the engine refuses (too long a prompt, ...)
             raise ValueError(str(exc)) from exc
 
-    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:
-        params = sampling_params_from_spec(spec)
+    def for_request(self, request: SamplingParams, request_id: str) -> "RequestGenerator":
+        return RequestGenerator(self, request, request_id)
+
+    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec, request: SamplingParams | None = None,
+                       request_id: str | None = None) -> list[Sample]:
+        params = sampling_params_from_spec(spec, request)
         if spec.token_self_certainty and self.records_self_certainty:
-            return await self._generate_recorded(prompt_ids, params, _top_k(spec))
-        final = await self._final_output(prompt_ids, params)
+            return await self._generate_recorded(prompt_ids, params, _top_k(spec), request_id)
+        final = await self._final_output(prompt_ids, params, request_id)
         outputs = sorted(final.outputs, key=lambda o: o.index)
         return [sample_from_output(o, final.num_cached_tokens or 0, _top_k(spec)) for o in outputs]
 
     async def _generate_recorded(self, prompt_ids: Sequence[int], params: SamplingParams,
-                                 top_k: int | None) -> list[Sample]:
+                                 top_k: int | None, request_id: str | None) -> list[Sample]:
         """n requests of one sample each, every one with its own self-certainty record: vLLM
         fans `n` out into child requests all the same, but children share one extra_args."""
         names = [secrets.token_hex(12) for _ in range(params.n)]
@@ -150,16 +169,19 @@ class VLLMGenerator:
             child.extra_args = {**(params.extra_args or {}), RECORD_KEY: name}
             children.append(child)
         try:
-            finals = await asyncio.gather(*(self._final_output(prompt_ids, child) for child in children))
+            finals = await asyncio.gather(*(
+                self._final_output(prompt_ids, child, request_id and f"{request_id}-{index}")
+                for index, child in enumerate(children)))
             return [sample_from_output(final.outputs[0], final.num_cached_tokens or 0, top_k, name)
                     for final, name in zip(finals, names)]
         finally:
             for name in names:  # aborted or failed requests leave theirs behind
                 record_path(name).unlink(missing_ok=True)
 
-    async def _final_output(self, prompt_ids: Sequence[int], params: SamplingParams) -> RequestOutput:
+    async def _final_output(self, prompt_ids: Sequence[int], params: SamplingParams,
+                            request_id: str | None = None) -> RequestOutput:
         final: RequestOutput | None = None
-        async for output in self.stream(prompt_ids, params):
+        async for output in self.stream(prompt_ids, params, request_id):
             final = output
         assert final is not None and final.finished
         return final
@@ -178,6 +200,24 @@ class VLLMGenerator:
 
     def token_text(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
+
+
+class RequestGenerator:
+    """The engine as one client request's search sees it: answer samples start from the
+    sampling parameters vLLM derived from that request, and every engine request id starts
+    with the client request's id."""
+
+    def __init__(self, engine: VLLMGenerator, request: SamplingParams, request_id: str):
+        self.engine = engine
+        self.request = request
+        self.request_id = request_id
+        self.calls = itertools.count()
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:
+        return await self.engine.generate(prompt_ids, spec, self.request, f"{self.request_id}-{next(self.calls)}")
 
 
 def apply_cpu_defaults(engine_args: AsyncEngineArgs) -> None:

@@ -257,6 +257,7 @@ class RedisTreeStore:
         from redis.asyncio import Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         self.url = url
         self.ttl_s = max(1, int(ttl_s))
@@ -266,9 +267,13 @@ class RedisTreeStore:
         self.lock_timeout_s = lock_timeout_s
         self.retry_after_s = retry_after_s
         # A bad URL raises here, at startup; an unreachable server only degrades later calls.
+        # One retry, on a fresh connection, for a refused or reset one only: a pooled
+        # connection goes stale when Redis restarts, and that must not fail the next call (a
+        # timeout, Redis frozen or slow, is not retried: it would double the wait).
         self.client = Redis.from_url(
             url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
-            retry=Retry(NoBackoff(), 0), retry_on_error=[], max_connections=max_connections,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)), retry_on_error=[],
+            max_connections=max_connections,
             decode_responses=False,
         )
         self._down_since: float | None = None  # start of the current failure burst

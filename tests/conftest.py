@@ -1,5 +1,6 @@
 """The real server, started once per test session: the embedded model on the real vLLM
-engine, on a free loopback port, driven by the official `openai` client."""
+engine, on a free loopback port, driven by the official `openai` client. It runs as an app in
+production would: an API key, a tool parser, two API-server processes sharing Redis."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from tests.redis_server import start_redis_server
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "SmolLM2-135M-Instruct"
 ALIAS = "smollm2-sc4"
+API_KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 STARTUP_TIMEOUT_S = 600
 
 
@@ -49,6 +52,9 @@ def server(tmp_path_factory, server_redis):
         "--alias", f"{ALIAS}=self_consistency,n=4", "--redis-url", server_redis.url,
         # A second engine (the same small model) as the critic strategy's judge.
         "--critic-model", "default",
+        # vLLM's own flags, passed through.
+        "--api-key", API_KEY, "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+        "--api-server-count", "2",
     ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -82,7 +88,14 @@ def server(tmp_path_factory, server_redis):
 def client(server):
     from openai import OpenAI
 
-    with OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=300) as c:
+    with OpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=0, timeout=300) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def http(server):
+    """Raw HTTP to the server, with the API key."""
+    with httpx.Client(base_url=server, headers=AUTH, timeout=300) as c:
         yield c
 
 
@@ -90,5 +103,5 @@ def client(server):
 async def async_client(server):
     from openai import AsyncOpenAI
 
-    async with AsyncOpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=300) as c:
+    async with AsyncOpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=0, timeout=300) as c:
         yield c

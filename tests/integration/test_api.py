@@ -1,4 +1,7 @@
-"""The OpenAI-compatible surface on the real engine, through the official `openai` client."""
+"""The OpenAI-compatible surface on the real engine, through the official `openai` client.
+
+Plain requests are vLLM's own serving (deliberate hands them over untouched): these tests pin
+what an app relies on, with the errors in the shape and wording vLLM gives them."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ALIAS, MODEL
+from tests.conftest import ALIAS, AUTH, MODEL
 
 QUESTION = [{"role": "user", "content": "Name three colors."}]
 
@@ -21,7 +24,7 @@ def chat(client, **kwargs):
 
 
 def test_health_and_models(server, client):
-    assert httpx.get(f"{server}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{server}/health").status_code == 200
     ids = [m.id for m in client.models.list().data]
     assert ids[0] == MODEL and ALIAS in ids
 
@@ -109,12 +112,11 @@ def test_completions_stream_equals_non_stream(client):
 @pytest.mark.parametrize("kwargs, param", [
     ({"temperature": 3.0}, "temperature"),
     ({"top_p": 0.0}, "top_p"),
-    ({"n": 0}, "n"),
+    ({"n": 0}, None),
     ({"max_tokens": 0}, "max_tokens"),
     ({"max_tokens": 100000}, "max_tokens"),
-    ({"top_logprobs": 30, "logprobs": True}, "top_logprobs"),
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages"),
+    ({"top_logprobs": 30, "logprobs": True}, "logprobs"),
+    ({"messages": []}, None),
     ({"stop": [""]}, None),
 ])
 def test_bad_input_is_400_in_openai_shape(client, kwargs, param):
@@ -135,10 +137,11 @@ def test_prompt_longer_than_context_is_400(client):
 
 
 def test_raw_http_errors(server, client):
-    broken = httpx.post(f"{server}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    broken = httpx.post(f"{server}/v1/chat/completions", content=b"{not json",
+                        headers={**AUTH, "content-type": "application/json"})
     assert broken.status_code == 400 and "JSON" in broken.json()["error"]["message"]
-    missing = httpx.post(f"{server}/v1/chat/completions", json={"model": MODEL})
-    assert missing.status_code == 400 and missing.json()["error"]["param"] == "messages"
+    missing = httpx.post(f"{server}/v1/chat/completions", headers=AUTH, json={"model": MODEL})
+    assert missing.status_code == 400 and missing.json()["error"]["param"].endswith("messages")
     with pytest.raises(openai.NotFoundError) as caught:
         chat(client, model="no-such-model")
     assert caught.value.response.json()["error"]["code"] == 404
@@ -160,9 +163,9 @@ async def test_sixteen_concurrent_requests(async_client):
 def test_metrics_has_engine_and_our_series(server, client):
     chat(client, temperature=0, max_tokens=2)
     text = httpx.get(f"{server}/metrics").text
-    assert "vllm:" in text
-    assert 'deliberate_requests_total{endpoint="/v1/chat/completions",status="200"}' in text
-    assert "deliberate_generated_tokens_total" in text
+    assert "vllm:generation_tokens_total" in text
+    assert 'handler="/v1/chat/completions"' in text
+    assert "deliberate_searches_in_flight" in text
 
 
 async def test_seeded_requests_under_load_keep_the_engine_alive(server, async_client):

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ALIAS, MODEL
+from tests.conftest import ALIAS, AUTH, MODEL
 
 PROBLEM = [{"role": "user", "content": "Tom has 3 apples and buys 4 more. How many apples does he have? "
                                        'End with "The answer is N."'}]
@@ -122,7 +122,7 @@ def test_disconnect_cancels_the_search(server):
     before = cancelled_searches(server)
     body = {"model": MODEL, "messages": PROBLEM, "max_tokens": 400, "stream": True,
             "search": {"strategy": "self_consistency", "n": 16}}
-    with httpx.stream("POST", f"{server}/v1/chat/completions", json=body, timeout=60) as response:
+    with httpx.stream("POST", f"{server}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as response:
         assert response.status_code == 200
         next(response.iter_lines())  # the search has started; now walk away
     deadline = time.monotonic() + 60
@@ -130,7 +130,7 @@ def test_disconnect_cancels_the_search(server):
         assert time.monotonic() < deadline, "the search was not cancelled after the client left"
         time.sleep(0.5)
     # The engine is free again: a plain request is served at once.
-    plain = httpx.post(f"{server}/v1/chat/completions", timeout=60,
+    plain = httpx.post(f"{server}/v1/chat/completions", headers=AUTH, timeout=60,
                        json={"model": MODEL, "messages": PROBLEM, "max_tokens": 4})
     assert plain.status_code == 200 and json.loads(plain.text)["choices"]
 

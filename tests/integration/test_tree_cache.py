@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from server.tree_store import DEFAULT_RETRY_AFTER_S
-from tests.conftest import MODEL
+from tests.conftest import AUTH, MODEL
 
 PROBLEM = [{"role": "user", "content": "A box has 5 pens and 2 more are added. How many pens? "
                                        'End with "The answer is N."'}]
@@ -29,7 +29,7 @@ def test_repeated_request_is_served_from_the_tree(server, client):
     assert again_report["cache_hit"] is True
     assert again.usage.completion_tokens == 0 < first.usage.completion_tokens
     assert again.choices[0].message.content == first.choices[0].message.content
-    tree = httpx.get(f"{server}/v1/search/trees/{first_report['tree_id']}").json()
+    tree = httpx.get(f"{server}/v1/search/trees/{first_report['tree_id']}", headers=AUTH).json()
     assert tree["id"] == first_report["tree_id"] and len(tree["tree"]["root"]["children"]) == 3
     resumed = search(client, {**spec, "tree_id": first_report["tree_id"]})
     assert resumed.model_extra["search"]["cache_hit"] is True
@@ -43,9 +43,9 @@ def test_cache_off_and_foreign_tree_ids(server, client):
     with pytest.raises(openai.BadRequestError) as caught:
         search(client, {"strategy": "best_of_n", "n": 3, "tree_id": first.model_extra["search"]["tree_id"]})
     assert caught.value.response.json()["error"]["param"] == "search.tree_id"
-    missing = httpx.get(f"{server}/v1/search/trees/tree-{'0' * 24}")
+    missing = httpx.get(f"{server}/v1/search/trees/tree-{'0' * 24}", headers=AUTH)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == 404
-    assert httpx.get(f"{server}/v1/search/trees/nonsense").status_code == 400
+    assert httpx.get(f"{server}/v1/search/trees/nonsense", headers=AUTH).status_code == 400
 
 
 def test_redis_down_searches_still_run_then_cache_again(server, client, server_redis):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import MODEL
+from tests.conftest import AUTH, MODEL
 
 PROBLEM = [{"role": "user", "content": "Sam has 6 marbles and loses 2. How many marbles are left? "
                                        'Think step by step, then end with "The answer is N."'}]
@@ -22,7 +22,7 @@ def test_mcts_valued_by_p_true_answers_with_its_tree(server, client):
     report = response.model_extra["search"]
     assert report["strategy"] == "mcts" and response.choices[0].message.content
     assert report["engine_calls"] >= 2 and response.usage.completion_tokens >= report["answer_tokens"]
-    tree = httpx.get(f"{server}/v1/search/trees/{report['tree_id']}").json()["tree"]
+    tree = httpx.get(f"{server}/v1/search/trees/{report['tree_id']}", headers=AUTH).json()["tree"]
     assert len(tree["root"]["children"]) >= 2
     assert all(0 <= child["score"] <= 1 and "sc" not in child for child in tree["root"]["children"])
 
@@ -32,7 +32,7 @@ def test_mcts_values_steps_by_the_self_certainty_the_engine_recorded_by_default(
                                "max_depth": 3})
     report = response.model_extra["search"]
     assert report["selected_score"] > 0 and response.choices[0].message.content
-    tree = httpx.get(f"{server}/v1/search/trees/{report['tree_id']}").json()["tree"]
+    tree = httpx.get(f"{server}/v1/search/trees/{report['tree_id']}", headers=AUTH).json()["tree"]
 
     def valued_paths(node: dict, recorded: list[float]):
         for child in node.get("children", []):

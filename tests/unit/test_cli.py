@@ -1,29 +1,45 @@
-"""`deliberate serve` flags: vLLM's own engine flags, search specs, and the critic's engine."""
+"""`deliberate serve` is `vllm serve` with deliberate's flags: vLLM's own parser, search specs
+checked at start, the recorder and the plugin enabled, and CPU defaults only where unset."""
+
+import argparse
 
 import pytest
-from vllm.engine.arg_utils import AsyncEngineArgs
 
-from server.cli import build_parser, critic_engine_args, parse_aliases, parse_search_spec
+from server.cli import build_parser, plugins_with_deliberate
+from server.plugin import RECORDER, critic_engine_args, deliberate_args, parse_aliases, parse_search_spec, records_self_certainty
 
 
 def serve_args(*flags: str):
-    args = build_parser().parse_args(["serve", "/models/actor", *flags])
-    args.model = args.model_tag
-    return args, AsyncEngineArgs.from_cli_args(args)
+    return build_parser().parse_args(["serve", "/models/actor", *flags])
+
+
+def test_every_vllm_serve_flag_parses_beside_deliberates():
+    args = serve_args("--api-key", "k", "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+                      "--api-server-count", "2", "--max-model-len", "1024", "--alias", "sc=self_consistency,n=4",
+                      "--redis-url", "redis://127.0.0.1:1/0")
+    assert (args.api_key, args.tool_call_parser, args.api_server_count, args.max_model_len) == (["k"], "hermes", 2, 1024)
+    assert args.alias == ["sc=self_consistency,n=4"] and args.redis_url == "redis://127.0.0.1:1/0"
+    assert deliberate_args(args) is args
+
+
+def test_under_plain_vllm_serve_the_flags_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DELIBERATE_ARGS", "--alias sc=self_consistency,n=4 --tree-cache-ttl 60")
+    options = deliberate_args(argparse.Namespace(model="m"))
+    assert options.alias == ["sc=self_consistency,n=4"] and options.tree_cache_ttl == 60
 
 
 def test_the_critic_engine_takes_the_actors_flags_for_its_own_model():
-    args, engine = serve_args("--max-model-len", "1024", "--gpu-memory-utilization", "0.45",
-                              "--critic-model", "/models/critic")
-    critic = critic_engine_args(args, engine)
+    args = serve_args("--max-model-len", "1024", "--gpu-memory-utilization", "0.45", "--critic-model", "/models/critic")
+    args.model = args.model_tag
+    critic = critic_engine_args(args, args)
     assert (critic.model, critic.tokenizer, critic.max_model_len) == ("/models/critic", "/models/critic", 1024)
     assert critic.gpu_memory_utilization == 0.45 and critic.disable_log_stats
-    assert engine.model == "/models/actor" and not engine.disable_log_stats
 
 
 def test_the_critic_can_have_its_own_memory_share():
-    args, engine = serve_args("--critic-model", "/models/critic", "--critic-gpu-memory-utilization", "0.3")
-    assert critic_engine_args(args, engine).gpu_memory_utilization == 0.3
+    args = serve_args("--critic-model", "/models/critic", "--critic-gpu-memory-utilization", "0.3")
+    args.model = args.model_tag
+    assert critic_engine_args(args, args).gpu_memory_utilization == 0.3
 
 
 def test_search_specs_compact_or_json_and_checked():
@@ -34,15 +50,27 @@ def test_search_specs_compact_or_json_and_checked():
         parse_search_spec("best_of_n,n=0", "--alias")
 
 
+def test_the_plugin_is_enabled_beside_the_general_plugins_vllm_would_load():
+    assert plugins_with_deliberate("a,b") == "a,b,deliberate"
+    assert plugins_with_deliberate("deliberate") == "deliberate"
+    assert plugins_with_deliberate(None).split(",")[-1] == "deliberate"
+
+
+def test_self_certainty_is_recorded_only_with_the_recorder_and_without_speculation():
+    assert records_self_certainty(argparse.Namespace(logits_processors=[RECORDER], speculative_config=None))
+    assert not records_self_certainty(argparse.Namespace(logits_processors=None, speculative_config=None))
+    assert not records_self_certainty(argparse.Namespace(logits_processors=[RECORDER], speculative_config={"m": 1}))
+
+
 def test_on_a_cpu_unset_engine_flags_get_deliberates_defaults_and_set_ones_stay():
     from server.engine import CPU_BLOCK_SIZE, apply_cpu_defaults
 
-    _, engine = serve_args()
-    apply_cpu_defaults(engine)
-    assert (engine.block_size, engine.enable_chunked_prefill) == (CPU_BLOCK_SIZE, False)
-    _, engine = serve_args("--block-size", "128", "--enable-chunked-prefill")
-    apply_cpu_defaults(engine)
-    assert (engine.block_size, engine.enable_chunked_prefill) == (128, True)
+    args = serve_args()
+    apply_cpu_defaults(args)
+    assert (args.block_size, args.enable_chunked_prefill) == (CPU_BLOCK_SIZE, False)
+    args = serve_args("--block-size", "128", "--enable-chunked-prefill")
+    apply_cpu_defaults(args)
+    assert (args.block_size, args.enable_chunked_prefill) == (128, True)
 
 
 def test_the_engine_computes_logprobs_only_when_the_search_reads_them():
@@ -53,3 +81,21 @@ def test_the_engine_computes_logprobs_only_when_the_search_reads_them():
     assert sampling_params_from_spec(SamplingSpec(chosen_logprobs=True)).logprobs == 0
     assert sampling_params_from_spec(SamplingSpec(logprobs=20)).logprobs == 20
     assert sampling_params_from_spec(SamplingSpec(full_vocab_logprobs=True)).logprobs == -1
+
+
+def test_answer_samples_keep_the_requests_constraints_and_the_search_sets_its_own():
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    from search.types import SamplingSpec
+    from server.engine import sampling_params_from_spec
+
+    request = SamplingParams(n=1, temperature=0.2, max_tokens=99, logit_bias={7: -100.0}, stop_token_ids=[5],
+                             structured_outputs=StructuredOutputsParams(json={"type": "object"}), seed=3)
+    spec = SamplingSpec(n=4, max_tokens=30, temperature=0.8, seed=11, stop=("\n\n",), answer=True)
+    answer = sampling_params_from_spec(spec, request)
+    assert (answer.n, answer.max_tokens, answer.temperature, answer.seed, answer.stop) == (4, 30, 0.8, 11, ["\n\n"])
+    assert answer.logit_bias == {7: -100.0} and answer.stop_token_ids == [5]
+    assert answer.structured_outputs.json == {"type": "object"}
+    judge = sampling_params_from_spec(SamplingSpec(n=1, max_tokens=1, temperature=0.0), request)
+    assert judge.logit_bias is None and judge.structured_outputs is None and judge.stop_token_ids == []

@@ -1,4 +1,5 @@
-"""search/ and scorers/ stay free of the server's stack; search/ never reaches into scorers/."""
+"""search/ and scorers/ stay free of the server's stack; search/ never reaches into scorers/;
+the server never imports the benchmarks."""
 
 import ast
 from pathlib import Path
@@ -22,6 +23,7 @@ def imported_top_packages(path: Path) -> set[str]:
 @pytest.mark.parametrize("package, forbidden", [
     ("search", SERVER_STACK | {"scorers"}),
     ("scorers", SERVER_STACK),
+    ("server", {"bench"}),
 ])
 def test_imports(package, forbidden):
     files = sorted((ROOT / package).glob("*.py"))

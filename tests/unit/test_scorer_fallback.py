@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from server.search_serving import plan_search
+from server.search_service import SearchService
 
 
 @pytest.mark.parametrize("search, scorer", [
@@ -14,7 +14,7 @@ from server.search_serving import plan_search
     ({"strategy": "mcts", "scorer": "mean_logprob"}, "mean_logprob"),
 ])
 def test_a_self_certainty_scorer_falls_back_when_the_engine_records_none(search, scorer):
-    without_recorder = SimpleNamespace(generator=SimpleNamespace(records_self_certainty=False, max_logprobs=20))
-    with_recorder = SimpleNamespace(generator=SimpleNamespace(records_self_certainty=True, max_logprobs=20))
-    assert plan_search(without_recorder, search, 1).scorer.name == scorer
-    assert plan_search(with_recorder, search, 1).scorer.name == search.get("scorer", "self_certainty")
+    without_recorder = SearchService(SimpleNamespace(records_self_certainty=False, max_logprobs=20), tree_store=None)
+    with_recorder = SearchService(SimpleNamespace(records_self_certainty=True, max_logprobs=20), tree_store=None)
+    assert without_recorder.plan(search, 1).scorer.name == scorer
+    assert with_recorder.plan(search, 1).scorer.name == search.get("scorer", "self_certainty")

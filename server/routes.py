@@ -1,0 +1,286 @@
+"""deliberate's HTTP routes on vLLM's own OpenAI server.
+
+A request with no search (no `search` field, no alias, no default search) goes to vLLM's own
+route, untouched. A searched request goes through vLLM's own serving object too (a copy of
+it whose engine client runs the search): vLLM renders the prompt and derives the sampling
+parameters from the request, the search service searches, and the chosen candidate comes back
+to vLLM as the engine's output, so the tool and reasoning parsers and the response models are
+vLLM's. The route then adds the `search` report and `usage` that counts every token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from vllm.entrypoints.openai.chat_completion import api_router as vllm_chat
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as VLLMChatRequest
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponse
+from vllm.entrypoints.openai.completion import api_router as vllm_completion
+from vllm.entrypoints.openai.completion.protocol import CompletionRequest as VLLMCompletionRequest
+from vllm.entrypoints.openai.completion.protocol import CompletionResponse
+from vllm.entrypoints.serve.engine.protocol import ErrorResponse, ModelCard, ModelList, UsageInfo
+from vllm.entrypoints.serve.utils.api_utils import validate_json_request, with_cancellation
+from vllm.outputs import CompletionOutput, RequestOutput
+from vllm.renderers.inputs.preprocess import extract_prompt_components
+from vllm.sampling_params import RequestOutputKind
+
+from server.search_schema import SearchField
+from server.search_service import (
+    DEFAULT_SEARCH_MAX_TOKENS, SearchJob, SearchOutcome, SearchPlan, SearchRequestError, SearchService,
+)
+
+ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}}
+STREAMED = {200: {"content": {"text/event-stream": {}}}}
+
+
+class ChatCompletionRequest(VLLMChatRequest):
+    search: SearchField | None = None
+
+
+class CompletionRequest(VLLMCompletionRequest):
+    search: SearchField | None = None
+
+
+@dataclass
+class SearchCall:
+    """One client request's search between the route and the engine side: the route sets the
+    plan, the engine side (inside vLLM's serving object) runs it and leaves the outcome."""
+
+    plan: SearchPlan
+    question: str
+    max_tokens_given: bool
+    progress: asyncio.Queue = field(default_factory=asyncio.Queue)
+    outcome: SearchOutcome | None = None
+
+
+ACTIVE_SEARCH: ContextVar[SearchCall | None] = ContextVar("deliberate_search", default=None)
+
+
+class SearchingEngineClient:
+    """vLLM's engine client as deliberate's copy of vLLM's serving objects sees it: `generate`
+    runs the active search and answers with its chosen candidate as the engine's output."""
+
+    def __init__(self, engine_client, service: SearchService):
+        self.engine_client = engine_client
+        self.service = service
+
+    def __getattr__(self, name):
+        return getattr(self.engine_client, name)
+
+    def generate(self, prompt, sampling_params, request_id: str, **kwargs) -> AsyncIterator[RequestOutput]:
+        call = ACTIVE_SEARCH.get()
+        if call is None:
+            return self.engine_client.generate(prompt, sampling_params, request_id, **kwargs)
+        prompt_ids = extract_prompt_components(self.engine_client.model_config, prompt).token_ids
+        max_tokens = sampling_params.max_tokens
+        if not call.max_tokens_given:
+            max_tokens = min(max_tokens, DEFAULT_SEARCH_MAX_TOKENS)
+        job = SearchJob(call.plan, call.question, tuple(prompt_ids), sampling_params, max_tokens, request_id)
+        return self._answer(call, job)
+
+    async def _answer(self, call: SearchCall, job: SearchJob) -> AsyncIterator[RequestOutput]:
+        call.outcome = await self.service.run(job, call.progress.put_nowait)
+        delta = job.sampling.output_kind == RequestOutputKind.DELTA
+        for output in answer_outputs(self.service.generator, call.outcome, job, delta):
+            yield output
+
+
+def answer_outputs(generator, outcome: SearchOutcome, job: SearchJob, delta: bool) -> list[RequestOutput]:
+    """The chosen candidate as the engine would have returned it: one final output, or
+    token-sized deltas for a stream."""
+    result = outcome.result
+    sample = result.the_one.sample
+    finish = sample.finish_reason or ("length" if result.truncated else "stop")
+    pieces = list(answer_pieces(generator, sample.token_ids, sample.text)) if delta else [(sample.text, sample.token_ids)]
+    pieces = pieces or [("", [])]
+    prompt_text = generator.decode(job.prompt_ids)
+    return [
+        RequestOutput(
+            job.request_id, prompt_text, list(job.prompt_ids), None,
+            [CompletionOutput(index=0, text=text, token_ids=list(ids), cumulative_logprob=None, logprobs=None,
+                              finish_reason=finish if last else None,
+                              stop_reason=sample.stop_reason if last else None)],
+            finished=last, num_cached_tokens=0,
+        )
+        for last, (text, ids) in ((i == len(pieces) - 1, piece) for i, piece in enumerate(pieces))
+    ]
+
+
+def answer_pieces(generator, token_ids: list[int], text: str):
+    """(text, token ids) deltas whose texts add up to exactly `text`.
+
+    Each delta decodes only the tokens since the last one (linear, not a decode of the whole
+    prefix per token); if a window does not decode to the next stretch of `text` (a tokenizer
+    that drops leading spaces, a trimmed stop string), the rest goes out in one piece.
+    """
+    sent, start = 0, 0
+    for end in range(1, len(token_ids) + 1):
+        piece = generator.decode(token_ids[start:end])
+        if piece.endswith("\ufffd"):  # a multi-byte character still incomplete
+            continue
+        if not text.startswith(piece, sent):
+            break
+        if piece:
+            yield piece, token_ids[start:end]
+            sent, start = sent + len(piece), end
+    if len(text) > sent or start < len(token_ids):
+        yield text[sent:], token_ids[start:]
+
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)], responses={**STREAMED, **ERRORS})
+async def create_chat_completion(request: ChatCompletionRequest, raw_request: Request):
+    deliberate = raw_request.app.state.deliberate
+    search = deliberate.effective_search(request.model, request.search)
+    if search is None:
+        return await vllm_chat.create_chat_completion(request, raw_request)
+    if request.logprobs or request.use_beam_search or request.prompt_logprobs is not None:
+        raise SearchRequestError("logprobs, prompt_logprobs and use_beam_search are not available with a search; "
+                                 "drop them or the search.", "logprobs")
+    if deliberate.is_step_search(search) and (request.response_format is not None or request.tool_choice not in (None, "auto", "none")):
+        raise SearchRequestError("structured outputs (response_format, a required or named tool_choice) constrain "
+                                 "a whole answer; use a candidate strategy such as self_consistency for them, "
+                                 "not a step search.", "search.strategy")
+    call = SearchCall(deliberate.service.plan(search, request.n), last_user_text(request.messages),
+                      request.max_completion_tokens is not None or request.max_tokens is not None)
+    return await searched(request, raw_request, call, deliberate.chat.create_chat_completion)
+
+
+@router.post("/v1/completions", dependencies=[Depends(validate_json_request)], responses={**STREAMED, **ERRORS})
+async def create_completion(request: CompletionRequest, raw_request: Request):
+    deliberate = raw_request.app.state.deliberate
+    search = deliberate.effective_search(request.model, request.search)
+    if search is None:
+        return await vllm_completion.create_completion(request, raw_request)
+    prompt = request.prompt
+    if not (isinstance(prompt, str) or (isinstance(prompt, list) and prompt and isinstance(prompt[0], int))):
+        if not (isinstance(prompt, list) and len(prompt) == 1):
+            raise SearchRequestError("A search takes exactly one prompt.", "prompt")
+        prompt = prompt[0]
+    if request.logprobs is not None or request.use_beam_search or request.prompt_logprobs is not None:
+        raise SearchRequestError("logprobs, prompt_logprobs and use_beam_search are not available with a search; "
+                                 "drop them or the search.", "logprobs")
+    question = prompt if isinstance(prompt, str) else deliberate.service.generator.decode(prompt)
+    call = SearchCall(deliberate.service.plan(search, request.n), question, request.max_tokens is not None)
+    return await searched(request, raw_request, call, deliberate.completion.create_completion)
+
+
+@with_cancellation
+async def searched(request, raw_request: Request, call: SearchCall, serve):
+    """`serve` (vLLM's own serving method, on the copy whose engine searches) answers `request`;
+    then the report and usage. A client that leaves cancels the search and its engine requests."""
+    asked_model = request.model
+    request.model = raw_request.app.state.deliberate.root_name
+    token = ACTIVE_SEARCH.set(call)
+    try:
+        response = await serve(request, raw_request)
+    finally:
+        ACTIVE_SEARCH.reset(token)
+    if isinstance(response, ErrorResponse):
+        return JSONResponse(response.model_dump(), status_code=response.error.code)
+    if isinstance(response, (ChatCompletionResponse, CompletionResponse)):
+        body = response.model_dump()
+        body.update(model=asked_model, usage=search_usage(call.outcome).model_dump(),
+                    search=call.outcome.report(call.plan.return_trace))
+        return JSONResponse(body)
+    return StreamingResponse(stream_with_search(response, call, asked_model), media_type="text/event-stream")
+
+
+async def stream_with_search(events: AsyncIterator[str], call: SearchCall, model: str) -> AsyncIterator[str]:
+    """vLLM's event stream of the answer, preceded by progress events while the search runs
+    (`choices: []` and `search.progress`); the last choice event carries the `search` report,
+    and the usage event counts every token the search generated. Closing it (the client left)
+    cancels the search and its engine requests."""
+    first = asyncio.ensure_future(anext(events, None))
+    created = None
+    try:
+        yield progress_event(model, {"strategy": call.plan.strategy, "round": 0, "candidates": 0})
+        while not first.done():
+            update = asyncio.ensure_future(call.progress.get())
+            await asyncio.wait({first, update}, return_when=asyncio.FIRST_COMPLETED)
+            if update.done():
+                yield progress_event(model, update.result())
+            else:
+                update.cancel()
+        event = first.result()
+        while event is not None:
+            yield with_search_fields(event, call, model)
+            event = await anext(events, None)
+    finally:
+        if not first.done():
+            first.cancel()
+            with contextlib.suppress(BaseException):
+                await first
+        await events.aclose()
+
+
+def progress_event(model: str, progress: dict) -> str:
+    return "data: " + json.dumps({"object": "chat.completion.chunk", "model": model, "choices": [],
+                                  "search": {"progress": progress}}) + "\n\n"
+
+
+def with_search_fields(event: str, call: SearchCall, model: str) -> str:
+    if not event.startswith("data: {"):
+        return event
+    chunk = json.loads(event[len("data: "):])
+    chunk["model"] = model
+    if chunk.get("usage") and call.outcome is not None:
+        chunk["usage"] = search_usage(call.outcome).model_dump()
+    if any(choice.get("finish_reason") for choice in chunk.get("choices") or ()) and call.outcome is not None:
+        chunk["search"] = call.outcome.report(call.plan.return_trace)
+    return "data: " + json.dumps(chunk) + "\n\n"
+
+
+def search_usage(outcome: SearchOutcome) -> UsageInfo:
+    usage = outcome.result.usage
+    return UsageInfo(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                     total_tokens=usage.prompt_tokens + usage.completion_tokens,
+                     prompt_tokens_details={"cached_tokens": usage.cached_prompt_tokens})
+
+
+def last_user_text(messages: list[dict]) -> str:
+    """The question, for answer extraction and the scorers' prompts: the last user turn's text."""
+    users = [message for message in messages if message.get("role") == "user"]
+    content = (users[-1] if users else messages[-1]).get("content")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content or ""
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(raw_request: Request) -> ModelList:
+    """vLLM's list, with each alias as a model of its own and the search it applies."""
+    deliberate = raw_request.app.state.deliberate
+    models = await raw_request.app.state.openai_serving_models.show_available_models()
+    for card in models.data:
+        if card.id == deliberate.root_name and deliberate.default_search:
+            card.search = deliberate.default_search
+    root = models.data[0]
+    for name, spec in deliberate.aliases.items():
+        models.data.append(ModelCard(id=name, root=root.root, parent=root.id, max_model_len=root.max_model_len,
+                                     owned_by="deliberate", search=spec))
+    return models
+
+
+@router.get("/v1/search/trees/{tree_id}", response_model=dict[str, Any], responses=ERRORS)
+async def get_tree(tree_id: str, raw_request: Request) -> dict[str, Any]:
+    from vllm.exceptions import VLLMNotFoundError
+
+    from server.tree_store import is_tree_id
+
+    if not is_tree_id(tree_id):
+        raise SearchRequestError(f"Not a tree id: {tree_id[:80]!r}.", "tree_id")
+    entry = await raw_request.app.state.deliberate.service.tree_store.get(tree_id)
+    if entry is None:
+        raise VLLMNotFoundError(f"No stored tree {tree_id}: it expired, was evicted, or was never grown here.")
+    return {"id": tree_id, "object": "search.tree", **entry}

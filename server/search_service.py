@@ -1,0 +1,278 @@
+"""Running one search, with no HTTP in sight: plan it from the request's `search` object, answer
+it from the tree store when the store already holds it, else run the strategy on the engine and
+store what it grew. The routes hand it a `SearchJob` and shape what comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from vllm import SamplingParams
+from vllm.exceptions import VLLMValidationError
+
+from scorers import SCORERS, MathAnswers, PromptedStepCritic
+from search import STRATEGIES, parse_params
+from search.params import CommonParams, StepParams
+from search.tree import Tree
+from search.types import (
+    Budget, Candidate, InvalidSearchParam, MeteredGenerator, Sample, Scorer, SearchContext, SearchResult, Usage,
+)
+from server import metrics
+from server.engine import VLLMGenerator
+from server.tree_store import TreeStore, is_tree_id, tree_key
+
+# Per-sample cap when the client gives no max_tokens: a search multiplies every sample's length.
+DEFAULT_SEARCH_MAX_TOKENS = 512
+# This process among the replicas and API-server processes that share a tree store.
+REPLICA = f"{socket.gethostname()}/{os.getpid()}"
+
+
+class SearchRequestError(VLLMValidationError):
+    """A search the client asked for that cannot run as asked: a 400 naming the parameter."""
+
+    def __init__(self, message: str, parameter: str | None = "search"):
+        super().__init__(message, parameter=parameter)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """The `search` object, checked: the strategy with its parameters and scorer, and how to serve it."""
+
+    strategy: str
+    params: CommonParams
+    scorer: Scorer | None
+    budget_tokens: int | None = None
+    use_cache: bool = True
+    tree_id: str | None = None
+    return_trace: bool = False
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """One search to run: the plan, and what vLLM derived from the client's request (the
+    rendered prompt, its sampling parameters and its request id)."""
+
+    plan: SearchPlan
+    question: str
+    prompt_ids: tuple[int, ...]
+    sampling: SamplingParams
+    max_tokens: int
+    request_id: str
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        return tuple(self.sampling.stop or ())
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """A search's result as served: fresh from the engine or from the tree store."""
+
+    result: SearchResult
+    tree_id: str
+    cache_hit: bool
+    elapsed_s: float
+    grown_by: str  # the process that grew the tree (REPLICA, unless a cache hit)
+
+    def report(self, return_trace: bool) -> dict[str, Any]:
+        """The `search` object of the response."""
+        result, chosen = self.result, self.result.the_one
+        report = {
+            "strategy": result.strategy, "tree_id": self.tree_id, "cache_hit": self.cache_hit,
+            "candidates": len(result.candidates), "selected_index": result.selected_index,
+            "selected_score": chosen.score, "vote_share": chosen.votes, "answer": chosen.answer,
+            "answer_tokens": len(chosen.sample.token_ids), "truncated": result.truncated,
+            "elapsed_s": round(self.elapsed_s, 3), "engine_calls": result.usage.engine_calls,
+            "served_by": REPLICA, "grown_by": self.grown_by,
+        }
+        if return_trace:
+            report["trace"] = result.trace
+        return {key: value for key, value in report.items() if value is not None}
+
+
+class SearchService:
+    """Plans and runs searches on one engine (plus an optional critic engine) and a tree store."""
+
+    def __init__(self, generator: VLLMGenerator, tree_store: TreeStore, critic: VLLMGenerator | None = None):
+        self.generator = generator
+        self.tree_store = tree_store
+        self.critic = critic
+
+    def plan(self, search: dict[str, Any], n: int | None) -> SearchPlan:
+        try:
+            params = parse_params(None, search)
+        except InvalidSearchParam as exc:
+            raise SearchRequestError(f"{exc.param}: {exc.message}", exc.param) from exc
+        if (n or 1) != 1:
+            raise SearchRequestError("n must be 1 when a search is asked; the search's own width is search.n.", "n")
+        budget = search.get("budget_tokens")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+            raise SearchRequestError(f"search.budget_tokens: must be a positive integer, got {budget!r}",
+                                     "search.budget_tokens")
+        for flag in ("cache", "return_trace"):
+            if not isinstance(search.get(flag, False), bool):
+                raise SearchRequestError(f"search.{flag}: must be true or false, got {search[flag]!r}", f"search.{flag}")
+        tree_id = search.get("tree_id")
+        if tree_id is not None and not is_tree_id(tree_id):
+            raise SearchRequestError(f"search.tree_id: not a tree id: {str(tree_id)[:80]!r}", "search.tree_id")
+        return SearchPlan(search["strategy"], params, self.scorer(params), budget, search.get("cache", True),
+                          tree_id, search.get("return_trace", False))
+
+    def scorer(self, params: CommonParams) -> Scorer | None:
+        if params.scorer is None:
+            return None
+        if params.scorer not in SCORERS:
+            raise SearchRequestError(f"search.scorer: unknown scorer {params.scorer!r}; known: {', '.join(SCORERS)}",
+                                     "search.scorer")
+        scorer = SCORERS[params.scorer]()
+        if scorer.token_self_certainty and not self.generator.records_self_certainty:
+            # No recorder in this engine (speculative decoding): the best top-k estimate instead, or
+            # for a step search, whose tree keeps no top-k logprobs, P(True).
+            scorer = SCORERS["p_true" if isinstance(params, StepParams) else "self_certainty_tail"]()
+        limit = self.generator.max_logprobs
+        if scorer.full_vocab and limit != -1:
+            raise SearchRequestError(f"search.scorer: {params.scorer} needs full-vocabulary logprobs; start the "
+                                     "server with --max-logprobs -1.", "search.scorer")
+        if limit != -1 and (scorer.logprobs_needed or 0) > limit:
+            raise SearchRequestError(f"search.scorer: {params.scorer} needs {scorer.logprobs_needed} logprobs per "
+                                     f"token; start the server with --max-logprobs {scorer.logprobs_needed}.",
+                                     "search.scorer")
+        return scorer
+
+    async def run(self, job: SearchJob, progress: Callable[[dict], None] | None = None) -> SearchOutcome:
+        """Answer from the stored tree when it already holds this search, else run it (under the
+        tree's lock, so replicas sharing Redis don't grow it twice) and store what it grew."""
+        started = time.monotonic()
+        try:
+            result, tree_id, grown_by = await self._serve(job, progress)
+        except asyncio.CancelledError:
+            metrics.SEARCHES.labels(job.plan.strategy, "cancelled").inc()
+            raise
+        return SearchOutcome(result, tree_id, grown_by is not None, time.monotonic() - started, grown_by or REPLICA)
+
+    async def _serve(self, job: SearchJob, progress) -> tuple[SearchResult, str, str | None]:
+        """The result, its tree id, and who grew it when it came from the store (else None)."""
+        plan = job.plan
+        tree_id = self.tree_id(job)
+        if plan.tree_id is not None and plan.tree_id != tree_id:
+            raise SearchRequestError("search.tree_id: that tree was grown for another prompt, model or search "
+                                     "parameters; resend the request that created it.", "search.tree_id")
+        if not plan.use_cache:
+            return await self._grow(job, progress, None, plan.budget_tokens), tree_id, None
+        entry = await self.tree_store.get(tree_id)
+        stored = answer_from_store(entry, plan)
+        if stored is not None:
+            metrics.SEARCHES.labels(plan.strategy, "cached").inc()
+            return stored, tree_id, entry.get("grown_by", "unknown")
+        async with self.tree_store.lock(tree_id):
+            entry = await self.tree_store.get(tree_id)
+            stored = answer_from_store(entry, plan)
+            if stored is not None:
+                metrics.SEARCHES.labels(plan.strategy, "cached").inc()
+                return stored, tree_id, entry.get("grown_by", "unknown")
+            # A larger budget continues a resumable strategy's tree instead of growing it anew;
+            # budget_tokens is the tree's total, so the continuation may spend only the difference.
+            grown, spent = None, 0
+            if entry and STRATEGIES[plan.strategy].resumable:
+                grown, spent = Tree.from_dict(entry["tree"]), entry.get("spent_tokens", 0)
+            budget = None if plan.budget_tokens is None else max(1, plan.budget_tokens - spent)
+            result = await self._grow(job, progress, grown, budget)
+            await self.tree_store.put(tree_id, stored_entry(result, plan, spent + result.usage.completion_tokens))
+        return result, tree_id, None
+
+    def tree_id(self, job: SearchJob) -> str:
+        """What shapes the tree: the model, the strategy's parameters, the sampling the request
+        asked for (structured outputs, logit bias, ...) and the prompt."""
+        sampling = job.sampling
+        shaping = {**asdict(job.plan.params), "max_tokens": job.max_tokens, "stop": list(job.stop),
+                   "seed": sampling.seed, "request": repr(sampling_key(sampling))}
+        if job.plan.strategy == "critic" and self.critic is not None:
+            shaping["critic_model"] = self.critic.fingerprint
+        return tree_key(self.generator.fingerprint, job.plan.strategy, shaping, list(job.prompt_ids))
+
+    async def _grow(self, job: SearchJob, progress, tree: Tree | None, budget_tokens: int | None) -> SearchResult:
+        plan = job.plan
+        generator = MeteredGenerator(self.generator.for_request(job.sampling, job.request_id),
+                                     Budget(max_tokens=budget_tokens))
+        ctx = SearchContext(
+            question=job.question, prompt_ids=list(job.prompt_ids), generator=generator,
+            answers=MathAnswers(plan.params.answer_format), scorer=plan.scorer,
+            critic=self.step_critic(generator) if plan.strategy == "critic" else None,
+            progress=progress, max_tokens=job.max_tokens, seed=job.sampling.seed, stop=job.stop,
+        )
+        started = time.monotonic()
+        metrics.SEARCHES_IN_FLIGHT.inc()
+        outcome = "error"
+        try:
+            run = STRATEGIES[plan.strategy].run
+            result = await (run(ctx, plan.params, tree=tree) if tree is not None else run(ctx, plan.params))
+            outcome = "truncated" if result.truncated else "ok"
+            return result
+        except asyncio.CancelledError:
+            outcome = None  # counted by run(), which also sees cancellations outside the strategy
+            raise
+        except ValueError as exc:  # the engine refused one of the search's requests (too long a prompt, ...)
+            raise SearchRequestError(f"The search could not run: {exc}") from exc
+        finally:
+            metrics.SEARCHES_IN_FLIGHT.dec()
+            if outcome is not None:
+                metrics.SEARCHES.labels(plan.strategy, outcome).inc()
+            metrics.SEARCH_LATENCY.labels(plan.strategy).observe(time.monotonic() - started)
+            metrics.ENGINE_CALLS.labels(plan.strategy).inc(generator.usage.engine_calls)
+            metrics.GENERATED_TOKENS.labels("search").inc(generator.usage.completion_tokens)
+
+    def step_critic(self, actor: MeteredGenerator) -> PromptedStepCritic:
+        """The actor model as its own critic, or the --critic-model under the request's budget."""
+        if self.critic is None:
+            return PromptedStepCritic()
+        return PromptedStepCritic(MeteredGenerator(self.critic, actor.budget, actor.usage))
+
+
+# The request's own sampling fields that shape the samples of its search (the search sets the
+# rest: server.engine.SEARCH_OWNED_FIELDS).
+SHAPING_SAMPLING_FIELDS = ("presence_penalty", "frequency_penalty", "repetition_penalty", "min_p", "min_tokens",
+                           "stop_token_ids", "bad_words", "logit_bias", "allowed_token_ids", "structured_outputs",
+                           "include_stop_str_in_output", "skip_special_tokens", "thinking_token_budget")
+
+
+def sampling_key(sampling: SamplingParams) -> dict[str, Any]:
+    key = {name: getattr(sampling, name, None) for name in SHAPING_SAMPLING_FIELDS}
+    if dataclasses.is_dataclass(key["structured_outputs"]):
+        key["structured_outputs"] = {name: value for name, value in asdict(key["structured_outputs"]).items()
+                                     if not name.startswith("_")}
+    return key
+
+
+def stored_entry(result: SearchResult, plan: SearchPlan, spent_tokens: int) -> dict:
+    chosen = result.the_one
+    return {
+        "tree": result.tree, "strategy": result.strategy, "budget_tokens": plan.budget_tokens,
+        "spent_tokens": spent_tokens, "grown_by": REPLICA,
+        "truncated": result.truncated, "selected_index": result.selected_index,
+        "candidates": len(result.candidates), "usage": asdict(result.usage), "trace": result.trace,
+        "answer": {"text": chosen.sample.text, "token_ids": chosen.sample.token_ids,
+                   "finish_reason": chosen.sample.finish_reason, "answer": chosen.answer,
+                   "score": chosen.score, "votes": chosen.votes},
+    }
+
+
+def answer_from_store(entry: dict | None, plan: SearchPlan) -> SearchResult | None:
+    """The stored search's answer, if it is what this request would compute: a finished search,
+    or one cut short by a budget no larger than this request's."""
+    if entry is None:
+        return None
+    if entry["truncated"] and (plan.budget_tokens is None or (entry["budget_tokens"] or 0) < plan.budget_tokens):
+        return None
+    answer = entry["answer"]
+    sample = Sample(token_ids=answer["token_ids"], text=answer["text"], logprobs=[],
+                    finish_reason=answer["finish_reason"])
+    chosen = Candidate(sample, answer["answer"], answer["score"], answer["votes"])
+    # Nothing was generated for this request; the candidates are in the stored tree.
+    return SearchResult(entry["strategy"], chosen, entry["selected_index"], [chosen] * entry["candidates"],
+                        Usage(), entry["truncated"], entry["tree"], entry["trace"])
