@@ -12,7 +12,7 @@ READY := $(VENV)/.deliberate-installed
 # Engine flags that suit this 2-core CPU machine; override with ENGINE_ARGS=...
 ENGINE_ARGS ?= --max-model-len 2048 --enforce-eager --dtype bfloat16
 
-.PHONY: serve test unit bench overhead peers openapi model clean
+.PHONY: serve test unit bench overhead peers vllm-suite openapi model clean
 
 $(READY): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,17 @@ $(PEERS_VENV)/bin/optillm:
 
 peers: model $(PEERS_VENV)/bin/optillm
 	$(BIN)/python -m bench.peers --optillm $(PEERS_VENV)/bin/optillm $(ARGS)
+
+# vLLM's own OpenAI-server tests (its sdist, unpacked at VLLM_SRC) against a running server:
+# ARGS=flags prints both servers' command lines, then ARGS="run --url URL --out FILE" and "compare A B".
+VLLM_SRC ?= /tmp/vllm-src
+$(VENV)/.vllm-suite-deps: $(READY)
+	# What the sdist's test utilities import beyond the dev extra.
+	$(BIN)/pip install tblib
+	touch $@
+
+vllm-suite: model $(VENV)/.vllm-suite-deps
+	VLLM_SRC=$(VLLM_SRC) $(BIN)/python -m bench.vllm_suite $(ARGS)
 
 # A real redis-server for the tree-cache tests (Debian's package), installed when missing.
 .PHONY: redis

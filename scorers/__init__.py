@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from scorers.answers import MathAnswers, answers_equivalent, extract_answer
+from scorers.answers import MathAnswers, StructuredAnswers, answers_equivalent, extract_answer
 from scorers.mean_logprob import MeanLogprobScorer
 from scorers.p_true import PTrueScorer
 from scorers.self_certainty import SelfCertaintyScorer
@@ -24,4 +24,5 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
     "p_true_follow_up": lambda: PTrueScorer(follow_up=True),
 }
 
-__all__ = ["SCORERS", "MathAnswers", "PromptedStepCritic", "answers_equivalent", "extract_answer"]
+__all__ = ["SCORERS", "MathAnswers", "PromptedStepCritic", "StructuredAnswers", "answers_equivalent",
+           "extract_answer"]

@@ -7,6 +7,7 @@ via sympy) behind cheap exact fast paths for strings and plain numbers.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from fractions import Fraction
@@ -186,3 +187,19 @@ class MathAnswers:
 
     def equivalent(self, a: str, b: str) -> bool:
         return answers_equivalent(a, b)
+
+
+class StructuredAnswers:
+    """Answers whose form the request fixed (structured outputs, forced tool calls): what the
+    client will use is the whole text, so votes compare it as canonical JSON (key order and
+    spacing aside: tool calls by function name and arguments), or as the exact text when it is
+    not JSON (a regex, a grammar, a choice)."""
+
+    def extract(self, text: str) -> str | None:
+        try:
+            return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        except ValueError:
+            return text.strip() or None
+
+    def equivalent(self, a: str, b: str) -> bool:
+        return a == b

@@ -16,8 +16,7 @@ import logging
 import os
 import shlex
 
-from search import STRATEGIES, parse_params
-from search.params import StepParams
+from search import parse_params
 from search.types import InvalidSearchParam
 
 log = logging.getLogger("deliberate")
@@ -116,10 +115,6 @@ class DeliberateState:
         if applied is None:
             return requested
         return {**applied, **(requested or {})}
-
-    def is_step_search(self, search: dict) -> bool:
-        strategy = STRATEGIES.get(search.get("strategy")) if isinstance(search.get("strategy"), str) else None
-        return strategy is not None and issubclass(strategy.params, StepParams)
 
     async def close(self) -> None:
         await self.service.tree_store.close()

@@ -30,8 +30,11 @@ from vllm.entrypoints.serve.engine.protocol import ErrorResponse, ModelCard, Mod
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request, with_cancellation
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.renderers.inputs.preprocess import extract_prompt_components
-from vllm.sampling_params import RequestOutputKind
+from vllm.sampling_params import RequestOutputKind, SamplingParams
 
+from scorers import MathAnswers, StructuredAnswers
+from search.params import StepParams
+from search.types import AnswerExtractor
 from server.search_schema import SearchField
 from server.search_service import (
     DEFAULT_SEARCH_MAX_TOKENS, SearchJob, SearchOutcome, SearchPlan, SearchRequestError, SearchService,
@@ -57,6 +60,7 @@ class SearchCall:
     plan: SearchPlan
     question: str
     max_tokens_given: bool
+    answers: AnswerExtractor | None = None  # None: the service chooses by the request's sampling
     progress: asyncio.Queue = field(default_factory=asyncio.Queue)
     outcome: SearchOutcome | None = None
 
@@ -79,11 +83,13 @@ class SearchingEngineClient:
         call = ACTIVE_SEARCH.get()
         if call is None:
             return self.engine_client.generate(prompt, sampling_params, request_id, **kwargs)
+        check_sampling(sampling_params, call.plan)
         prompt_ids = extract_prompt_components(self.engine_client.model_config, prompt).token_ids
         max_tokens = sampling_params.max_tokens
         if not call.max_tokens_given:
             max_tokens = min(max_tokens, DEFAULT_SEARCH_MAX_TOKENS)
-        job = SearchJob(call.plan, call.question, tuple(prompt_ids), sampling_params, max_tokens, request_id)
+        job = SearchJob(call.plan, call.question, tuple(prompt_ids), sampling_params, max_tokens, request_id,
+                        call.answers)
         return self._answer(call, job)
 
     async def _answer(self, call: SearchCall, job: SearchJob) -> AsyncIterator[RequestOutput]:
@@ -91,6 +97,17 @@ class SearchingEngineClient:
         delta = job.sampling.output_kind == RequestOutputKind.DELTA
         for output in answer_outputs(self.service.generator, call.outcome, job, delta):
             yield output
+
+
+def check_sampling(sampling: SamplingParams, plan: SearchPlan) -> None:
+    """What a search cannot honour, in the sampling parameters vLLM derived from the request."""
+    if sampling.logprobs is not None or sampling.prompt_logprobs is not None:
+        raise SearchRequestError("logprobs and prompt_logprobs are not returned for a searched answer; drop them "
+                                 "or the search.", "logprobs")
+    if sampling.structured_outputs is not None and isinstance(plan.params, StepParams):
+        raise SearchRequestError("structured outputs (response_format, structured_outputs, a required or named "
+                                 "tool_choice) constrain a whole answer, not its steps: use a candidate strategy "
+                                 "such as self_consistency, not a step search.", "search.strategy")
 
 
 def answer_outputs(generator, outcome: SearchOutcome, job: SearchJob, delta: bool) -> list[RequestOutput]:
@@ -144,16 +161,49 @@ async def create_chat_completion(request: ChatCompletionRequest, raw_request: Re
     search = deliberate.effective_search(request.model, request.search)
     if search is None:
         return await vllm_chat.create_chat_completion(request, raw_request)
-    if request.logprobs or request.use_beam_search or request.prompt_logprobs is not None:
-        raise SearchRequestError("logprobs, prompt_logprobs and use_beam_search are not available with a search; "
-                                 "drop them or the search.", "logprobs")
-    if deliberate.is_step_search(search) and (request.response_format is not None or request.tool_choice not in (None, "auto", "none")):
-        raise SearchRequestError("structured outputs (response_format, a required or named tool_choice) constrain "
-                                 "a whole answer; use a candidate strategy such as self_consistency for them, "
-                                 "not a step search.", "search.strategy")
-    call = SearchCall(deliberate.service.plan(search, request.n), last_user_text(request.messages),
-                      request.max_completion_tokens is not None or request.max_tokens is not None)
+    refuse_beam_search(request)
+    plan = deliberate.service.plan(search, request.n)
+    answers = None
+    if request.tools and deliberate.chat.parser_cls is not None:
+        parser = deliberate.chat._make_parser(request, deliberate.service.generator.tokenizer,
+                                              deliberate.chat._effective_chat_template_kwargs(request))
+        answers = ToolCallAnswers(parser, request, StructuredAnswers() if request.response_format is not None
+                                  else MathAnswers(plan.params.answer_format))
+    call = SearchCall(plan, last_user_text(request.messages),
+                      request.max_completion_tokens is not None or request.max_tokens is not None, answers)
     return await searched(request, raw_request, call, deliberate.chat.create_chat_completion)
+
+
+class ToolCallAnswers:
+    """Votes over what the client will use when the request offers tools: the tool calls that
+    vLLM's tool parser finds in a candidate (by function name and canonical arguments), else
+    the final answer in its text."""
+
+    PREFIX = "tool_calls:"
+
+    def __init__(self, parser, request, text_answers: AnswerExtractor):
+        self.parser = parser
+        self.request = request
+        self.text_answers = text_answers
+
+    def extract(self, text: str) -> str | None:
+        found = self.parser.extract_tool_calls(text, self.request)
+        if not found.tools_called:
+            return self.text_answers.extract(text)
+        calls = [[call.function.name, canonical_json(call.function.arguments)] for call in found.tool_calls]
+        return self.PREFIX + json.dumps(calls, sort_keys=True, separators=(",", ":"))
+
+    def equivalent(self, a: str, b: str) -> bool:
+        if a.startswith(self.PREFIX) or b.startswith(self.PREFIX):
+            return a == b
+        return self.text_answers.equivalent(a, b)
+
+
+def canonical_json(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 @router.post("/v1/completions", dependencies=[Depends(validate_json_request)], responses={**STREAMED, **ERRORS})
@@ -167,12 +217,15 @@ async def create_completion(request: CompletionRequest, raw_request: Request):
         if not (isinstance(prompt, list) and len(prompt) == 1):
             raise SearchRequestError("A search takes exactly one prompt.", "prompt")
         prompt = prompt[0]
-    if request.logprobs is not None or request.use_beam_search or request.prompt_logprobs is not None:
-        raise SearchRequestError("logprobs, prompt_logprobs and use_beam_search are not available with a search; "
-                                 "drop them or the search.", "logprobs")
+    refuse_beam_search(request)
     question = prompt if isinstance(prompt, str) else deliberate.service.generator.decode(prompt)
     call = SearchCall(deliberate.service.plan(search, request.n), question, request.max_tokens is not None)
     return await searched(request, raw_request, call, deliberate.completion.create_completion)
+
+
+def refuse_beam_search(request) -> None:
+    if request.use_beam_search:
+        raise SearchRequestError("use_beam_search is vLLM's own search; drop it or the `search`.", "use_beam_search")
 
 
 @with_cancellation
@@ -193,23 +246,25 @@ async def searched(request, raw_request: Request, call: SearchCall, serve):
         body.update(model=asked_model, usage=search_usage(call.outcome).model_dump(),
                     search=call.outcome.report(call.plan.return_trace))
         return JSONResponse(body)
-    return StreamingResponse(stream_with_search(response, call, asked_model), media_type="text/event-stream")
+    chunk_object = "chat.completion.chunk" if isinstance(request, VLLMChatRequest) else "text_completion"
+    return StreamingResponse(stream_with_search(response, call, asked_model, chunk_object),
+                             media_type="text/event-stream")
 
 
-async def stream_with_search(events: AsyncIterator[str], call: SearchCall, model: str) -> AsyncIterator[str]:
+async def stream_with_search(events: AsyncIterator[str], call: SearchCall, model: str,
+                             chunk_object: str) -> AsyncIterator[str]:
     """vLLM's event stream of the answer, preceded by progress events while the search runs
     (`choices: []` and `search.progress`); the last choice event carries the `search` report,
     and the usage event counts every token the search generated. Closing it (the client left)
     cancels the search and its engine requests."""
     first = asyncio.ensure_future(anext(events, None))
-    created = None
     try:
-        yield progress_event(model, {"strategy": call.plan.strategy, "round": 0, "candidates": 0})
+        yield progress_event(model, chunk_object, {"strategy": call.plan.strategy, "round": 0, "candidates": 0})
         while not first.done():
             update = asyncio.ensure_future(call.progress.get())
             await asyncio.wait({first, update}, return_when=asyncio.FIRST_COMPLETED)
             if update.done():
-                yield progress_event(model, update.result())
+                yield progress_event(model, chunk_object, update.result())
             else:
                 update.cancel()
         event = first.result()
@@ -224,8 +279,8 @@ async def stream_with_search(events: AsyncIterator[str], call: SearchCall, model
         await events.aclose()
 
 
-def progress_event(model: str, progress: dict) -> str:
-    return "data: " + json.dumps({"object": "chat.completion.chunk", "model": model, "choices": [],
+def progress_event(model: str, chunk_object: str, progress: dict) -> str:
+    return "data: " + json.dumps({"object": chunk_object, "model": model, "choices": [],
                                   "search": {"progress": progress}}) + "\n\n"
 
 

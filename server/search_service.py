@@ -15,12 +15,13 @@ from typing import Any, Callable
 from vllm import SamplingParams
 from vllm.exceptions import VLLMValidationError
 
-from scorers import SCORERS, MathAnswers, PromptedStepCritic
+from scorers import SCORERS, MathAnswers, PromptedStepCritic, StructuredAnswers
 from search import STRATEGIES, parse_params
 from search.params import CommonParams, StepParams
 from search.tree import Tree
 from search.types import (
-    Budget, Candidate, InvalidSearchParam, MeteredGenerator, Sample, Scorer, SearchContext, SearchResult, Usage,
+    AnswerExtractor, Budget, Candidate, InvalidSearchParam, MeteredGenerator, Sample, Scorer, SearchContext,
+    SearchResult, Usage,
 )
 from server import metrics
 from server.engine import VLLMGenerator
@@ -64,6 +65,16 @@ class SearchJob:
     sampling: SamplingParams
     max_tokens: int
     request_id: str
+    answers: AnswerExtractor | None = None  # how votes compare answers (None: by the sampling)
+
+    def answer_extractor(self) -> AnswerExtractor:
+        """Answers as the client will use them: as `answers` says (the tool calls in them), else
+        the whole structured output when the request fixed the form, else the final answer."""
+        if self.answers is not None:
+            return self.answers
+        if self.sampling.structured_outputs is not None:
+            return StructuredAnswers()
+        return MathAnswers(self.plan.params.answer_format)
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -202,7 +213,7 @@ class SearchService:
                                      Budget(max_tokens=budget_tokens))
         ctx = SearchContext(
             question=job.question, prompt_ids=list(job.prompt_ids), generator=generator,
-            answers=MathAnswers(plan.params.answer_format), scorer=plan.scorer,
+            answers=job.answer_extractor(), scorer=plan.scorer,
             critic=self.step_critic(generator) if plan.strategy == "critic" else None,
             progress=progress, max_tokens=job.max_tokens, seed=job.sampling.seed, stop=job.stop,
         )

@@ -52,8 +52,11 @@ def test_json_schema_answers_match_the_schema(client, search):
     jsonschema = pytest.importorskip("jsonschema")
     response = chat(client, search, temperature=0, max_tokens=64, response_format={
         "type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA, "strict": True}})
-    jsonschema.validate(json.loads(response.choices[0].message.content), ANSWER_SCHEMA)
+    answer = json.loads(response.choices[0].message.content)
+    jsonschema.validate(answer, ANSWER_SCHEMA)
     reported(response, search)
+    if search is not None:  # the vote was over whole JSON answers, not a number found in them
+        assert json.loads(response.model_extra["search"]["answer"]) == answer
 
 
 @pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}],
@@ -67,6 +70,9 @@ def test_forced_tool_calls_come_back_as_tool_calls(client, search, tool_choice):
     # Valid JSON; this 135M model often fills it with a bare string, under vLLM's own server too.
     json.loads(calls[0].function.arguments)
     reported(response, search)
+    if search is not None:  # the vote was over the tool calls vLLM's parser found, not over text
+        answer = response.model_extra["search"]["answer"]
+        assert answer.startswith("tool_calls:") and json.loads(answer.removeprefix("tool_calls:"))[0][0] == "get_weather"
 
 
 @pytest.mark.parametrize("search", SEARCHES, ids=IDS)

@@ -69,3 +69,14 @@ def test_extracted_numbers_compare_equal():
     extracted = [answers.extract(t) for t in ["It is 1,000", "$1000.", "1000.0", "answer: 1000"]]
     assert all(answers.equivalent(extracted[0], other) for other in extracted)
     assert MathAnswers("choice").extract("so (D)") == "D"
+
+
+def test_structured_answers_vote_on_canonical_json_or_the_exact_text():
+    from scorers import StructuredAnswers
+
+    answers = StructuredAnswers()
+    calls = answers.extract('[{"name": "get_weather", "parameters": {"city": "Paris", "unit": "C"}}]')
+    reordered = answers.extract('[ {"parameters": {"unit": "C", "city": "Paris"},\n "name": "get_weather"} ]')
+    assert calls == reordered and answers.equivalent(calls, reordered)
+    assert not answers.equivalent(calls, answers.extract('[{"name": "get_weather", "parameters": {"city": "Rome"}}]'))
+    assert answers.extract(" yes \n") == "yes" and answers.extract("") is None
