@@ -118,17 +118,16 @@ def answer_outputs(generator, outcome: SearchOutcome, job: SearchJob, delta: boo
     finish = sample.finish_reason or ("length" if result.truncated else "stop")
     pieces = list(answer_pieces(generator, sample.token_ids, sample.text)) if delta else [(sample.text, sample.token_ids)]
     pieces = pieces or [("", [])]
-    prompt_text = generator.decode(job.prompt_ids)
-    return [
-        RequestOutput(
-            job.request_id, prompt_text, list(job.prompt_ids), None,
-            [CompletionOutput(index=0, text=text, token_ids=list(ids), cumulative_logprob=None, logprobs=None,
-                              finish_reason=finish if last else None,
-                              stop_reason=sample.stop_reason if last else None)],
-            finished=last, num_cached_tokens=0,
-        )
-        for last, (text, ids) in ((i == len(pieces) - 1, piece) for i, piece in enumerate(pieces))
-    ]
+    prompt_text = generator.decode(job.prompt_ids)  # for `echo` and `return_prompt_text`
+    outputs = []
+    for position, (text, ids) in enumerate(pieces):
+        last = position == len(pieces) - 1
+        choice = CompletionOutput(index=0, text=text, token_ids=list(ids), cumulative_logprob=None, logprobs=None,
+                                  finish_reason=finish if last else None,
+                                  stop_reason=sample.stop_reason if last else None)
+        outputs.append(RequestOutput(job.request_id, prompt_text, list(job.prompt_ids), None, [choice],
+                                     finished=last, num_cached_tokens=0))
+    return outputs
 
 
 def answer_pieces(generator, token_ids: list[int], text: str):

@@ -11,6 +11,7 @@ import asyncio
 import json
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -49,7 +50,6 @@ def reported(response, search) -> None:
 
 @pytest.mark.parametrize("search", SEARCHES, ids=IDS)
 def test_json_schema_answers_match_the_schema(client, search):
-    jsonschema = pytest.importorskip("jsonschema")
     response = chat(client, search, temperature=0, max_tokens=64, response_format={
         "type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA, "strict": True}})
     answer = json.loads(response.choices[0].message.content)
