@@ -9,6 +9,10 @@ tests run against one server started beforehand (vLLM's or deliberate's) with th
     python -m bench.vllm_suite run --url http://127.0.0.1:8002 --out bench/results/vllm_suite/deliberate.json
     python -m bench.vllm_suite compare bench/results/vllm_suite/vllm.json bench/results/vllm_suite/deliberate.json
 
+or all of it in one go, one server at a time (about an hour here):
+
+    python -m bench.vllm_suite both --out-dir bench/results/vllm_suite
+
 `run` copies the sdist's tests into a scratch directory (the sdist's `vllm/` source must not shadow
 the installed package) and runs pytest there with `bench/vllm_suite_plugin.py`, which attaches the
 tests to the URL, deselects what one server cannot stand for and writes the report. Arguments
@@ -18,13 +22,16 @@ after `--` go to pytest (`-k chat`, `-x`, a test path under tests/entrypoints/..
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -127,6 +134,53 @@ def compare(args: argparse.Namespace) -> int:
     return 1 if lost else 0
 
 
+def start_server(command: str, url: str, log: Path, timeout_s: float = 600) -> subprocess.Popen:
+    print(f"$ {command}\n  (log: {log})", flush=True)
+    server = subprocess.Popen(command, shell=True, cwd=REPO, start_new_session=True,
+                              stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with {server.returncode} before it was healthy; see {log}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5):
+                return server
+        except OSError:
+            time.sleep(2)
+    stop_server(server)
+    raise SystemExit(f"the server was not healthy after {timeout_s:.0f} s; see {log}")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGINT)
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def both(args: argparse.Namespace) -> int:
+    """vLLM's server, then deliberate's, each started with `flags`' command line, never both at once."""
+    out_dir = Path(args.out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    commands = server_commands(args.model or default_model_dir(), args.vllm_port, args.deliberate_port)
+    ports = {"vllm": args.vllm_port, "deliberate": args.deliberate_port}
+    for name in ("vllm", "deliberate"):
+        url = f"http://127.0.0.1:{ports[name]}"
+        server = start_server(commands[name], url, out_dir / f"{name}.log")
+        try:
+            returncode = run(argparse.Namespace(url=url, out=str(out_dir / f"{name}.json"), vllm_src=args.vllm_src,
+                                                model=args.model, server_only=args.server_only,
+                                                collect_only=False, pytest_args=args.pytest_args))
+        finally:
+            stop_server(server)
+        if returncode:
+            return returncode
+    return compare(argparse.Namespace(baseline=str(out_dir / "vllm.json"), candidate=str(out_dir / "deliberate.json")))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.vllm_suite", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +201,16 @@ def main(argv: list[str] | None = None) -> int:
                             help="only list the selection (no server needed)")
     run_parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
 
+    both_parser = commands.add_parser("both", help="start each server in turn, run the tests on it, compare")
+    both_parser.add_argument("--out-dir", required=True, help="where vllm.json, deliberate.json and the logs go")
+    both_parser.add_argument("--vllm-port", type=int, default=8001)
+    both_parser.add_argument("--deliberate-port", type=int, default=8002)
+    both_parser.add_argument("--vllm-src", default=os.environ.get("VLLM_SRC", "/tmp/vllm-src"),
+                             help="the unpacked vLLM 0.32.0 sdist")
+    both_parser.add_argument("--model", help="model directory (default: the embedded model)")
+    both_parser.add_argument("--server-only", action="store_true", help="skip the tests that use no server")
+    both_parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
+
     compare_parser = commands.add_parser("compare", help="tests passed on the first report, not on the second")
     compare_parser.add_argument("baseline", help="report of vLLM's server")
     compare_parser.add_argument("candidate", help="report of deliberate's server")
@@ -157,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                                              args.vllm_port, args.deliberate_port).items():
             print(f"# {name}\n{command}\n")
         return 0
-    return run(args) if args.command == "run" else compare(args)
+    return {"run": run, "both": both, "compare": compare}[args.command](args)
 
 
 if __name__ == "__main__":

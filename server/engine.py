@@ -117,16 +117,15 @@ class VLLMGenerator:
         return cls(engine, engine_args.model, records)
 
     async def warm_up(self) -> None:
-        """One tiny request down every path a search takes (sampled, seeded, with top-k
-        logprobs, with a self-certainty record), before the server reports healthy: vLLM
-        compiles its logprob-rank kernel on the first request that asks for logprobs, about 2.5 s
-        on a CPU, which would otherwise land on the first search a client sends."""
-        prompt_ids = self.encode("Hello")
+        """One tiny request with top-k logprobs and a self-certainty record before the server
+        reports healthy: vLLM compiles its logprob-rank kernel on the first request that asks for
+        logprobs, about 2.5 s on a CPU, which would otherwise land on the first search a client
+        sends. Greedy on purpose: any sampled step draws from the engine's global random stream
+        (even a seeded request does, on CPU), and then every unseeded sample after it would differ
+        from what vLLM's own server gives with the same --seed."""
         top_k = 20 if self.max_logprobs < 0 else min(20, self.max_logprobs)
-        sampled = SamplingSpec(n=2, max_tokens=2, temperature=1.0, seed=0, logprobs=top_k,
-                               token_self_certainty=True)
-        greedy = SamplingSpec(n=1, max_tokens=2, temperature=0.0)
-        await asyncio.gather(self.generate(prompt_ids, sampled), self.generate(prompt_ids, greedy))
+        greedy = SamplingSpec(n=1, max_tokens=2, temperature=0.0, logprobs=top_k, token_self_certainty=True)
+        await self.generate(self.encode("Hello"), greedy)
 
     def shutdown(self) -> None:
         if not self._stopped:
