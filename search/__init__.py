@@ -11,7 +11,7 @@ from dataclasses import fields
 from typing import Awaitable, Callable, NamedTuple
 
 from search import best_of_n, critic, mcts, self_agreement, self_certainty, self_consistency
-from search.params import SERVER_KEYS, CommonParams
+from search.params import CommonParams
 from search.types import InvalidSearchParam, SearchContext, SearchResult
 
 
@@ -34,8 +34,8 @@ STRATEGIES: dict[str, Strategy] = {
 def parse_params(strategy: str | None, raw: dict | None) -> CommonParams:
     """The validated parameters of `strategy` (or of `raw["strategy"]` when it is None).
 
-    Keys the server handles (budget_tokens, cache, tree_id, return_trace, strategy) are
-    accepted and ignored; any other unknown key, or a bad value, raises InvalidSearchParam.
+    `raw["strategy"]` is accepted and left alone; any other unknown key, or a bad value, raises
+    InvalidSearchParam.
     """
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
@@ -49,6 +49,6 @@ def parse_params(strategy: str | None, raw: dict | None) -> CommonParams:
     params_class = STRATEGIES[name].params
     known = {field.name for field in fields(params_class)}
     for key in raw:
-        if key not in known and key not in SERVER_KEYS:
+        if key not in known and key != "strategy":
             raise InvalidSearchParam(f"search.{key}", f"unknown parameter for strategy {name}")
     return params_class(**{key: value for key, value in raw.items() if key in known})

@@ -13,13 +13,14 @@ from search.types import InvalidSearchParam
 
 ANSWER_FORMATS = ("auto", "number", "boxed", "choice", "text")
 
-# Handled by the server before the strategy runs; accepted here and left alone.
-SERVER_KEYS = frozenset({"budget_tokens", "cache", "tree_id", "return_trace", "strategy"})
+def bounded(default, low, high, low_inclusive: bool = True, doc: str = ""):
+    """A numeric parameter: its default and its range (and what it means, for the schema)."""
+    return field(default=default, metadata={"range": (low, high, low_inclusive), "doc": doc})
 
 
-def bounded(default, low, high, low_inclusive: bool = True):
-    """A numeric parameter: its default and its range."""
-    return field(default=default, metadata={"range": (low, high, low_inclusive)})
+def documented(default, doc: str):
+    """A parameter with no range or choices, with what it means for the schema."""
+    return field(default=default, metadata={"doc": doc})
 
 
 def one_of(default: str, choices: tuple[str, ...]):

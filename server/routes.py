@@ -243,7 +243,7 @@ async def searched(request, raw_request: Request, call: SearchCall, serve):
     if isinstance(response, (ChatCompletionResponse, CompletionResponse)):
         body = response.model_dump()
         body.update(model=asked_model, usage=search_usage(call.outcome).model_dump(),
-                    search=call.outcome.report(call.plan.return_trace))
+                    search=call.outcome.report(call.plan.options.return_trace))
         return JSONResponse(body)
     chunk_object = "chat.completion.chunk" if isinstance(request, VLLMChatRequest) else "text_completion"
     return StreamingResponse(stream_with_search(response, call, asked_model, chunk_object),
@@ -291,7 +291,7 @@ def with_search_fields(event: str, call: SearchCall, model: str) -> str:
     if chunk.get("usage") and call.outcome is not None:
         chunk["usage"] = search_usage(call.outcome).model_dump()
     if any(choice.get("finish_reason") for choice in chunk.get("choices") or ()) and call.outcome is not None:
-        chunk["search"] = call.outcome.report(call.plan.return_trace)
+        chunk["search"] = call.outcome.report(call.plan.options.return_trace)
     return "data: " + json.dumps(chunk) + "\n\n"
 
 

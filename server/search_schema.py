@@ -15,14 +15,8 @@ from pydantic import WithJsonSchema
 from scorers import SCORERS
 from search import STRATEGIES
 from search.params import rules
+from server.search_service import ServingOptions
 
-SERVING_PROPERTIES = {
-    "budget_tokens": {"type": "integer", "minimum": 1,
-                      "description": "Hard cap on the tokens the whole search generates (a larger one continues a stored mcts tree)."},
-    "cache": {"type": "boolean", "default": True, "description": "Serve from and store in the tree cache."},
-    "tree_id": {"type": "string", "description": "Resume or re-read the stored tree of an earlier identical search."},
-    "return_trace": {"type": "boolean", "default": False, "description": "Add the search's trace to the report."},
-}
 JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "str": "string"}
 
 
@@ -40,6 +34,8 @@ def parameter_schema(params_class: type, declared) -> dict[str, Any]:
         schema["maximum"] = high
     if "choices" in declared_rules:
         schema["enum"] = list(declared_rules["choices"])
+    if declared.metadata.get("doc"):
+        schema["description"] = declared.metadata["doc"]
     if declared.name == "scorer":
         schema["anyOf"][0]["enum"] = list(SCORERS)
     return schema
@@ -48,8 +44,8 @@ def parameter_schema(params_class: type, declared) -> dict[str, Any]:
 def strategy_schema(name: str) -> dict[str, Any]:
     params_class = STRATEGIES[name].params
     properties = {"strategy": {"const": name}}
-    properties.update({declared.name: parameter_schema(params_class, declared) for declared in fields(params_class)})
-    properties.update(SERVING_PROPERTIES)
+    for owner in (params_class, ServingOptions):
+        properties.update({declared.name: parameter_schema(owner, declared) for declared in fields(owner)})
     return {"title": name, "type": "object", "properties": properties, "additionalProperties": False}
 
 

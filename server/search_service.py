@@ -9,7 +9,7 @@ import dataclasses
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
 from vllm import SamplingParams
@@ -17,7 +17,7 @@ from vllm.exceptions import VLLMValidationError
 
 from scorers import SCORERS, MathAnswers, PromptedStepCritic, StructuredAnswers
 from search import STRATEGIES, parse_params
-from search.params import CommonParams, StepParams
+from search.params import CommonParams, StepParams, bounded, check_field, documented
 from search.tree import Tree
 from search.types import (
     AnswerExtractor, Budget, Candidate, InvalidSearchParam, MeteredGenerator, Sample, Scorer, SearchContext,
@@ -42,16 +42,35 @@ class SearchRequestError(VLLMValidationError):
 
 
 @dataclass(frozen=True)
+class ServingOptions:
+    """The keys of `search` that say how to serve it, not what the strategy does: the one list of
+    them. They are checked like a strategy's parameters, published beside them in the schema, and
+    never shape the tree."""
+
+    budget_tokens: int | None = bounded(
+        None, 1, 10**9, doc="Hard cap on the tokens the whole search generates (a larger one continues a stored mcts tree).")
+    cache: bool = documented(True, "Serve from and store in the tree cache.")
+    tree_id: str | None = documented(None, "Resume or re-read the stored tree of an earlier identical search.")
+    return_trace: bool = documented(False, "Add the search's trace to the report.")
+
+    def __post_init__(self) -> None:
+        for declared in fields(self):
+            check_field(type(self), declared, getattr(self, declared.name))
+        if self.tree_id is not None and not is_tree_id(self.tree_id):
+            raise InvalidSearchParam("search.tree_id", f"not a tree id: {str(self.tree_id)[:80]!r}")
+
+
+SERVING_KEYS = frozenset(declared.name for declared in fields(ServingOptions))
+
+
+@dataclass(frozen=True)
 class SearchPlan:
     """The `search` object, checked: the strategy with its parameters and scorer, and how to serve it."""
 
     strategy: str
     params: CommonParams
     scorer: Scorer | None
-    budget_tokens: int | None = None
-    use_cache: bool = True
-    tree_id: str | None = None
-    return_trace: bool = False
+    options: ServingOptions = ServingOptions()
 
 
 @dataclass(frozen=True)
@@ -117,23 +136,13 @@ class SearchService:
 
     def plan(self, search: dict[str, Any], n: int | None) -> SearchPlan:
         try:
-            params = parse_params(None, search)
+            params = parse_params(None, {key: value for key, value in search.items() if key not in SERVING_KEYS})
+            options = ServingOptions(**{key: value for key, value in search.items() if key in SERVING_KEYS})
         except InvalidSearchParam as exc:
             raise SearchRequestError(f"{exc.param}: {exc.message}", exc.param) from exc
         if (n or 1) != 1:
             raise SearchRequestError("n must be 1 when a search is asked; the search's own width is search.n.", "n")
-        budget = search.get("budget_tokens")
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-            raise SearchRequestError(f"search.budget_tokens: must be a positive integer, got {budget!r}",
-                                     "search.budget_tokens")
-        for flag in ("cache", "return_trace"):
-            if not isinstance(search.get(flag, False), bool):
-                raise SearchRequestError(f"search.{flag}: must be true or false, got {search[flag]!r}", f"search.{flag}")
-        tree_id = search.get("tree_id")
-        if tree_id is not None and not is_tree_id(tree_id):
-            raise SearchRequestError(f"search.tree_id: not a tree id: {str(tree_id)[:80]!r}", "search.tree_id")
-        return SearchPlan(search["strategy"], params, self.scorer(params), budget, search.get("cache", True),
-                          tree_id, search.get("return_trace", False))
+        return SearchPlan(search["strategy"], params, self.scorer(params), options)
 
     def scorer(self, params: CommonParams) -> Scorer | None:
         if params.scorer is None:
@@ -171,11 +180,12 @@ class SearchService:
         """The result, its tree id, and who grew it when it came from the store (else None)."""
         plan = job.plan
         tree_id = self.tree_id(job)
-        if plan.tree_id is not None and plan.tree_id != tree_id:
+        options = plan.options
+        if options.tree_id is not None and options.tree_id != tree_id:
             raise SearchRequestError("search.tree_id: that tree was grown for another prompt, model or search "
                                      "parameters; resend the request that created it.", "search.tree_id")
-        if not plan.use_cache:
-            return await self._grow(job, progress, None, plan.budget_tokens), tree_id, None
+        if not options.cache:
+            return await self._grow(job, progress, None, options.budget_tokens), tree_id, None
         entry = await self.tree_store.get(tree_id)
         stored = answer_from_store(entry, plan)
         if stored is not None:
@@ -192,7 +202,7 @@ class SearchService:
             grown, spent = None, 0
             if entry and STRATEGIES[plan.strategy].resumable:
                 grown, spent = Tree.from_dict(entry["tree"]), entry.get("spent_tokens", 0)
-            budget = None if plan.budget_tokens is None else max(1, plan.budget_tokens - spent)
+            budget = None if options.budget_tokens is None else max(1, options.budget_tokens - spent)
             result = await self._grow(job, progress, grown, budget)
             await self.tree_store.put(tree_id, stored_entry(result, plan, spent + result.usage.completion_tokens))
         return result, tree_id, None
@@ -263,7 +273,7 @@ def sampling_key(sampling: SamplingParams) -> dict[str, Any]:
 def stored_entry(result: SearchResult, plan: SearchPlan, spent_tokens: int) -> dict:
     chosen = result.the_one
     return {
-        "tree": result.tree, "strategy": result.strategy, "budget_tokens": plan.budget_tokens,
+        "tree": result.tree, "strategy": result.strategy, "budget_tokens": plan.options.budget_tokens,
         "spent_tokens": spent_tokens, "grown_by": REPLICA,
         "truncated": result.truncated, "selected_index": result.selected_index,
         "candidates": len(result.candidates), "usage": asdict(result.usage), "trace": result.trace,
@@ -278,7 +288,8 @@ def answer_from_store(entry: dict | None, plan: SearchPlan) -> SearchResult | No
     or one cut short by a budget no larger than this request's."""
     if entry is None:
         return None
-    if entry["truncated"] and (plan.budget_tokens is None or (entry["budget_tokens"] or 0) < plan.budget_tokens):
+    budget_tokens = plan.options.budget_tokens
+    if entry["truncated"] and (budget_tokens is None or (entry["budget_tokens"] or 0) < budget_tokens):
         return None
     answer = entry["answer"]
     sample = Sample(token_ids=answer["token_ids"], text=answer["text"], logprobs=[],

@@ -41,10 +41,6 @@ TREE_FORMAT_VERSION = 2  # 2: step searches grow a greedy first child
 TREE_ID_PREFIX = "tree-"
 TREE_ID_HEX = 24
 
-# Request parameters that never change the tree (how much of it to grow, whether to cache, what
-# to return): dropped from the key even if a caller passes them.
-NON_SHAPING_PARAMS = frozenset({"budget", "budget_tokens", "cache", "return_trace", "tree_id", "strategy"})
-
 DEFAULT_TTL_S = 3600
 DEFAULT_MAX_ENTRIES = 256
 DEFAULT_MAX_TREE_BYTES = 8 * 1024 * 1024  # of the tree's JSON, before compression
@@ -88,10 +84,9 @@ def _canonical(value: Any) -> Any:
 def tree_key(model_fingerprint: str, strategy: str, shaping_params: Mapping[str, Any],
              prompt_ids: list[int]) -> str:
     """The tree's key and public id, "tree-<24 hex>": sha256 over a canonical JSON of everything
-    that shapes the tree. `shaping_params` are the strategy's parameters (a dict or dataclass);
-    the ones in NON_SHAPING_PARAMS are dropped, as are None values (an unset option)."""
-    params = {k: v for k, v in _canonical(shaping_params).items()
-              if k not in NON_SHAPING_PARAMS and v is not None}
+    that shapes the tree. `shaping_params` are the strategy's parameters and the request's
+    sampling (a dict or dataclass); None values (an unset option) are dropped."""
+    params = {k: v for k, v in _canonical(shaping_params).items() if v is not None}
     material = {
         "v": TREE_FORMAT_VERSION,
         "model": model_fingerprint,

@@ -77,9 +77,7 @@ def test_tree_key_names_everything_that_shapes_the_tree():
     assert is_tree_id(base) and base.startswith("tree-") and len(base) == 5 + 24
     assert tree_key("fp1", "beam", {"temperature": 0.7, "n": 4}, [1, 2, 3]) == base  # order
     assert tree_key("fp1", "beam", {"n": 4.0, "temperature": 0.7}, [1, 2, 3]) == base  # 4 == 4.0
-    not_shaping = {"n": 4, "temperature": 0.7, "budget_tokens": 999, "cache": True, "return_trace": True,
-                   "tree_id": "tree-" + "0" * 24}
-    assert tree_key("fp1", "beam", not_shaping, [1, 2, 3]) == base
+    assert tree_key("fp1", "beam", {"n": 4, "temperature": 0.7, "seed": None}, [1, 2, 3]) == base  # unset
     assert tree_key("fp1", "beam", CommonParams(n=4, temperature=0.7), [1, 2, 3]) == \
         tree_key("fp1", "beam", {"n": 4, "temperature": 0.7, "top_p": 1.0, "answer_format": "auto",
                                  "include_greedy": True}, [1, 2, 3])

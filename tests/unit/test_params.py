@@ -58,10 +58,8 @@ def test_bad_params_name_the_field(strategy, raw, param):
     assert isinstance(caught.value, ValueError)
 
 
-def test_defaults_and_server_keys():
-    raw = {"strategy": "self_certainty", "budget_tokens": 500, "cache": False,
-           "tree_id": "t1", "return_trace": True}
-    params = parse_params(None, raw)
+def test_defaults():
+    params = parse_params(None, {"strategy": "self_certainty"})
     assert isinstance(params, SelfCertaintyParams)
     assert (params.scorer, params.temperature, params.top_p, params.borda) == (
         "self_certainty", 0.3, 1.0, True)

@@ -1,0 +1,42 @@
+"""The search service's plan: which keys of `search` say how to serve it, and how each is checked."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from server.search_schema import SEARCH_SCHEMA
+from server.search_service import SERVING_KEYS, SearchRequestError, SearchService, ServingOptions
+
+SERVICE = SearchService(SimpleNamespace(records_self_certainty=True, max_logprobs=20), tree_store=None)
+
+
+def test_serving_options_go_to_the_plan_not_to_the_strategy():
+    tree_id = "tree-" + "a" * 24
+    plan = SERVICE.plan({"strategy": "self_consistency", "n": 3, "budget_tokens": 500, "cache": False,
+                         "tree_id": tree_id, "return_trace": True}, None)
+    assert plan.options == ServingOptions(budget_tokens=500, cache=False, tree_id=tree_id, return_trace=True)
+    assert plan.params.n == 3 and not hasattr(plan.params, "budget_tokens")
+    assert SERVICE.plan({"strategy": "best_of_n"}, 1).options == ServingOptions()
+
+
+@pytest.mark.parametrize("search, param", [
+    ({"budget_tokens": 0}, "search.budget_tokens"),
+    ({"budget_tokens": 2.5}, "search.budget_tokens"),
+    ({"budget_tokens": True}, "search.budget_tokens"),
+    ({"cache": "yes"}, "search.cache"),
+    ({"return_trace": 1}, "search.return_trace"),
+    ({"tree_id": "tree-xyz"}, "search.tree_id"),
+    ({"tree_id": 7}, "search.tree_id"),
+    ({"budget": 7}, "search.budget"),  # not a key of either: named, not ignored
+])
+def test_a_bad_serving_option_is_a_400_naming_it(search, param):
+    with pytest.raises(SearchRequestError) as caught:
+        SERVICE.plan({"strategy": "best_of_n", **search}, None)
+    assert caught.value.parameter == param
+
+
+def test_every_strategy_schema_publishes_the_serving_options():
+    for variant in SEARCH_SCHEMA["anyOf"]:
+        assert SERVING_KEYS <= set(variant["properties"])
+        assert variant["properties"]["cache"]["default"] is True
+        assert variant["properties"]["budget_tokens"]["minimum"] == 1
