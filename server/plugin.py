@@ -16,7 +16,6 @@ import logging
 import os
 import shlex
 
-from search import parse_params
 from search.types import InvalidSearchParam
 
 log = logging.getLogger("deliberate")
@@ -79,8 +78,10 @@ def parse_search_spec(text: str, flag: str) -> dict:
                 spec[key.strip()] = json.loads(value)
             except json.JSONDecodeError:
                 spec[key.strip()] = value.strip()
+    from server.search_service import parse_search
+
     try:
-        parse_params(None, spec)
+        parse_search(spec)
     except InvalidSearchParam as exc:
         raise SystemExit(f"{flag}: {exc.param}: {exc.message}")
     return spec

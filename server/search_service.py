@@ -63,6 +63,13 @@ class ServingOptions:
 SERVING_KEYS = frozenset(declared.name for declared in fields(ServingOptions))
 
 
+def parse_search(search: dict[str, Any]) -> tuple[CommonParams, ServingOptions]:
+    """The strategy's parameters and the serving options in a `search` object, checked
+    (InvalidSearchParam naming the field)."""
+    params = parse_params(None, {key: value for key, value in search.items() if key not in SERVING_KEYS})
+    return params, ServingOptions(**{key: value for key, value in search.items() if key in SERVING_KEYS})
+
+
 @dataclass(frozen=True)
 class SearchPlan:
     """The `search` object, checked: the strategy with its parameters and scorer, and how to serve it."""
@@ -136,8 +143,7 @@ class SearchService:
 
     def plan(self, search: dict[str, Any], n: int | None) -> SearchPlan:
         try:
-            params = parse_params(None, {key: value for key, value in search.items() if key not in SERVING_KEYS})
-            options = ServingOptions(**{key: value for key, value in search.items() if key in SERVING_KEYS})
+            params, options = parse_search(search)
         except InvalidSearchParam as exc:
             raise SearchRequestError(f"{exc.param}: {exc.message}", exc.param) from exc
         if (n or 1) != 1:

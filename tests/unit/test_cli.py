@@ -46,8 +46,12 @@ def test_search_specs_compact_or_json_and_checked():
     assert parse_search_spec("self_consistency,n=8,temperature=0.5", "--alias") == {
         "strategy": "self_consistency", "n": 8, "temperature": 0.5}
     assert parse_aliases(['sc={"strategy": "best_of_n", "n": 4}']) == {"sc": {"strategy": "best_of_n", "n": 4}}
+    assert parse_search_spec("mcts,budget_tokens=2000,cache=false", "--alias") == {
+        "strategy": "mcts", "budget_tokens": 2000, "cache": False}
     with pytest.raises(SystemExit, match="search.n"):
         parse_search_spec("best_of_n,n=0", "--alias")
+    with pytest.raises(SystemExit, match="search.budget_tokens"):
+        parse_search_spec("best_of_n,budget_tokens=0", "--alias")
 
 
 def test_the_plugin_is_enabled_beside_the_general_plugins_vllm_would_load():

@@ -1,0 +1,112 @@
+"""Admission control for searches, counted in engine sequences rather than HTTP requests.
+
+A plain request keeps one sequence in the engine; a search keeps up to its width (`search.n`)
+in flight at once, for many engine calls. So searches run while the sequences they hold fit the
+engine's batch (`max_num_seqs`) and their number stays under `--max-concurrent-searches`; the
+rest wait in a FIFO queue of at most `--max-queued-searches`, and past that the answer is a
+429 with Retry-After, at once, instead of a latency that grows without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from prometheus_client import Counter, Gauge
+from vllm.exceptions import GracefulHTTPError
+
+SEARCHES_RUNNING = Gauge("deliberate_searches_admitted", "Searches admitted and running.")
+SEARCHES_QUEUED = Gauge("deliberate_search_queue_depth", "Searches waiting for admission.")
+SEQUENCES_HELD = Gauge("deliberate_search_sequences_held", "Engine sequences the admitted searches may hold.")
+SEARCHES_REJECTED = Counter("deliberate_searches_rejected", "Searches answered 429: the admission queue was full.")
+
+# One search of the default width (search.n = 8) per this many of the engine's sequences, so a
+# full house of searches leaves the engine's batch full, not oversubscribed.
+DEFAULT_QUEUE_FACTOR = 4
+
+
+class SearchRejected(GracefulHTTPError):
+    """The admission queue is full: a 429 whose Retry-After says when to try again."""
+
+    def __init__(self, running: int, queued: int, retry_after_s: int):
+        super().__init__(
+            f"Too many searches: {running} running and {queued} waiting, the most this server queues. "
+            f"Retry after {retry_after_s} s, send a narrower search (smaller search.n), or send the "
+            "request without `search`.", HTTPStatus.TOO_MANY_REQUESTS)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class AdmissionLimits:
+    capacity: int  # engine sequences all running searches may hold together
+    max_running: int
+    max_queued: int
+
+    @classmethod
+    def for_engine(cls, max_num_seqs: int, max_running: int | None, max_queued: int | None) -> "AdmissionLimits":
+        running = max_running if max_running is not None else max(1, max_num_seqs // 8)
+        queued = max_queued if max_queued is not None else DEFAULT_QUEUE_FACTOR * running
+        return cls(capacity=max(1, max_num_seqs), max_running=max(1, running), max_queued=max(0, queued))
+
+
+class Admission:
+    def __init__(self, limits: AdmissionLimits, retry_after_s: int = 1):
+        self.limits = limits
+        self.retry_after_s = retry_after_s
+        self.running = 0
+        self.held = 0
+        self.waiting: deque[tuple[int, asyncio.Future]] = deque()
+
+    def _fits(self, cost: int) -> bool:
+        return self.running < self.limits.max_running and self.held + cost <= self.limits.capacity
+
+    @contextlib.asynccontextmanager
+    async def admit(self, width: int) -> AsyncIterator[None]:
+        """Hold a place for a search that keeps up to `width` sequences in flight, waiting in
+        the queue for one if need be; SearchRejected if the queue is full."""
+        cost = min(max(1, width), self.limits.capacity)
+        if not self.waiting and self._fits(cost):
+            self._take(cost)
+        else:
+            if len(self.waiting) >= self.limits.max_queued:
+                SEARCHES_REJECTED.inc()
+                raise SearchRejected(self.running, len(self.waiting), self.retry_after_s)
+            granted = asyncio.get_running_loop().create_future()
+            entry = (cost, granted)
+            self.waiting.append(entry)
+            SEARCHES_QUEUED.set(len(self.waiting))
+            try:
+                await granted
+            except asyncio.CancelledError:
+                if granted.done() and not granted.cancelled():
+                    self._release(cost)  # admitted just as the client left
+                else:
+                    self.waiting.remove(entry)
+                    SEARCHES_QUEUED.set(len(self.waiting))
+                raise
+        try:
+            yield
+        finally:
+            self._release(cost)
+
+    def _take(self, cost: int) -> None:
+        self.running += 1
+        self.held += cost
+        SEARCHES_RUNNING.set(self.running)
+        SEQUENCES_HELD.set(self.held)
+
+    def _release(self, cost: int) -> None:
+        self.running -= 1
+        self.held -= cost
+        # First come, first served: a wide search at the head is not overtaken by narrow ones.
+        while self.waiting and self._fits(self.waiting[0][0]):
+            cost_next, granted = self.waiting.popleft()
+            self._take(cost_next)
+            granted.set_result(None)
+        SEARCHES_QUEUED.set(len(self.waiting))
+        SEARCHES_RUNNING.set(self.running)
+        SEQUENCES_HELD.set(self.held)
