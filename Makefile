@@ -12,7 +12,7 @@ READY := $(VENV)/.deliberate-installed
 # Engine flags that suit this 2-core CPU machine; override with ENGINE_ARGS=...
 ENGINE_ARGS ?= --max-model-len 2048 --enforce-eager --dtype bfloat16
 
-.PHONY: serve test unit bench overhead peers vllm-suite openapi model clean
+.PHONY: serve test unit fuzz soak bench overhead peers vllm-suite openapi model clean
 
 $(READY): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ serve: model
 
 test: model redis
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# schemathesis from openapi.yaml against the real server, longer than the pass inside `make test`.
+fuzz: model redis
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $(BIN)/python -m pytest -q tests/integration/test_fuzz.py $(PYTEST_ARGS)
+
+# 64 clients, mixed plain and searched, with Redis healthy, restarted, frozen, slowed, then SIGTERM.
+soak: model redis
+	$(BIN)/python -m bench.soak $(ARGS)
 
 unit: $(READY)
 	$(BIN)/python -m pytest -q tests/unit

@@ -12,7 +12,7 @@ from typing import Awaitable, Callable, NamedTuple
 
 from search import best_of_n, critic, mcts, self_agreement, self_certainty, self_consistency
 from search.params import CommonParams
-from search.types import InvalidSearchParam, SearchContext, SearchResult
+from search.types import QUOTE_LIMIT, InvalidSearchParam, SearchContext, SearchResult, shown
 
 
 class Strategy(NamedTuple):
@@ -45,10 +45,10 @@ def parse_params(strategy: str | None, raw: dict | None) -> CommonParams:
         raise InvalidSearchParam("search.strategy", "is required")
     if not isinstance(name, str) or name not in STRATEGIES:
         raise InvalidSearchParam(
-            "search.strategy", f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
+            "search.strategy", f"unknown strategy {shown(name)}; known: {', '.join(STRATEGIES)}")
     params_class = STRATEGIES[name].params
     known = {field.name for field in fields(params_class)}
     for key in raw:
         if key not in known and key != "strategy":
-            raise InvalidSearchParam(f"search.{key}", f"unknown parameter for strategy {name}")
+            raise InvalidSearchParam(f"search.{str(key)[:QUOTE_LIMIT]}", f"unknown parameter for strategy {name}")
     return params_class(**{key: value for key, value in raw.items() if key in known})

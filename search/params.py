@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import Field, dataclass, field, fields
 
-from search.types import InvalidSearchParam
+from search.types import InvalidSearchParam, shown
 
 ANSWER_FORMATS = ("auto", "number", "boxed", "choice", "text")
 
@@ -56,14 +56,14 @@ def check_field(params_class: type, declared: Field, value) -> None:
 def check_int(name: str, value, low: int, high: int) -> None:
     # bool is an int subclass; `"n": true` is a client mistake, not n=1.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidSearchParam(f"search.{name}", f"must be an integer, got {value!r}")
+        raise InvalidSearchParam(f"search.{name}", f"must be an integer, got {shown(value)}")
     if not low <= value <= high:
         raise InvalidSearchParam(f"search.{name}", f"must be between {low} and {high}, got {value}")
 
 
 def check_number(name: str, value, low: float, high: float, low_inclusive: bool = True) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidSearchParam(f"search.{name}", f"must be a number, got {value!r}")
+        raise InvalidSearchParam(f"search.{name}", f"must be a number, got {shown(value)}")
     above_low = value >= low if low_inclusive else value > low
     if not (above_low and value <= high):
         bracket = "[" if low_inclusive else "("
@@ -72,12 +72,12 @@ def check_number(name: str, value, low: float, high: float, low_inclusive: bool 
 
 def check_bool(name: str, value) -> None:
     if not isinstance(value, bool):
-        raise InvalidSearchParam(f"search.{name}", f"must be true or false, got {value!r}")
+        raise InvalidSearchParam(f"search.{name}", f"must be true or false, got {shown(value)}")
 
 
 def check_choice(name: str, value, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise InvalidSearchParam(f"search.{name}", f"must be one of {', '.join(choices)}, got {value!r}")
+        raise InvalidSearchParam(f"search.{name}", f"must be one of {', '.join(choices)}, got {shown(value)}")
 
 
 @dataclass
@@ -100,7 +100,7 @@ class CommonParams:
         for declared in fields(self):
             check_field(type(self), declared, getattr(self, declared.name))
         if self.scorer is not None and (not isinstance(self.scorer, str) or not self.scorer):
-            raise InvalidSearchParam("search.scorer", f"must be a scorer name, got {self.scorer!r}")
+            raise InvalidSearchParam("search.scorer", f"must be a scorer name, got {shown(self.scorer)}")
 
 
 @dataclass
@@ -116,4 +116,4 @@ class StepParams(CommonParams):
         delimiter = self.step_delimiter
         if not isinstance(delimiter, str) or not 1 <= len(delimiter) <= 32:
             raise InvalidSearchParam("search.step_delimiter",
-                                     f"must be a string of 1 to 32 characters, got {delimiter!r}")
+                                     f"must be a string of 1 to 32 characters, got {shown(delimiter)}")

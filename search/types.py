@@ -141,6 +141,15 @@ class ScoringContext:
     generator: "MeteredGenerator"
 
 
+QUOTE_LIMIT = 200
+
+
+def shown(value) -> str:
+    """A client's value as an error message quotes it: repr, cut at QUOTE_LIMIT characters."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_LIMIT else f"{text[:QUOTE_LIMIT]}... ({len(text)} characters)"
+
+
 class InvalidSearchParam(ValueError):
     """A bad `search` parameter; `param` names it as the client wrote it, e.g. "search.n"."""
 

@@ -24,8 +24,9 @@ SEARCHES_QUEUED = Gauge("deliberate_search_queue_depth", "Searches waiting for a
 SEQUENCES_HELD = Gauge("deliberate_search_sequences_held", "Engine sequences the admitted searches may hold.")
 SEARCHES_REJECTED = Counter("deliberate_searches_rejected", "Searches answered 429: the admission queue was full.")
 
-# One search of the default width (search.n = 8) per this many of the engine's sequences, so a
-# full house of searches leaves the engine's batch full, not oversubscribed.
+# Running searches by default: as many of the default width (search.n = 8) as fill the engine's
+# batch. Waiting ones: this many per running one, before 429s.
+DEFAULT_SEARCH_WIDTH = 8
 DEFAULT_QUEUE_FACTOR = 4
 
 
@@ -48,7 +49,7 @@ class AdmissionLimits:
 
     @classmethod
     def for_engine(cls, max_num_seqs: int, max_running: int | None, max_queued: int | None) -> "AdmissionLimits":
-        running = max_running if max_running is not None else max(1, max_num_seqs // 8)
+        running = max_running if max_running is not None else max(1, max_num_seqs // DEFAULT_SEARCH_WIDTH)
         queued = max_queued if max_queued is not None else DEFAULT_QUEUE_FACTOR * running
         return cls(capacity=max(1, max_num_seqs), max_running=max(1, running), max_queued=max(0, queued))
 

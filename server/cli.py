@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
-from server.plugin import PLUGIN_NAME, RECORDER, add_deliberate_args, parse_aliases, parse_search_spec
+from server.plugin import (
+    PLUGIN_NAME, RECORDER, add_deliberate_args, parse_aliases, parse_effort_searches, parse_search_spec,
+)
 
 
 def build_parser():
@@ -54,6 +56,7 @@ def prepare_serve_args(args) -> None:
         args.model, args.model_tag = args.model_tag, None
     # Checked here so that a bad flag stops the start before the engine loads.
     parse_aliases(args.alias)
+    parse_effort_searches(args.reasoning_effort_search)
     if args.default_search:
         parse_search_spec(args.default_search, "--default-search")
     if args.model == "default":

@@ -13,3 +13,6 @@ SEARCH_LATENCY = Histogram(
 )
 ENGINE_CALLS = Counter("deliberate_engine_calls", "Engine requests issued by searches, by strategy.", ["strategy"])
 SEARCHES_IN_FLIGHT = Gauge("deliberate_searches_in_flight", "Searches running now.")
+SEARCHES_UNCACHED = Counter(
+    "deliberate_searches_uncached",
+    "Searches that asked for the tree cache but ran without it: the store was unreachable or too slow.")

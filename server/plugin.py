@@ -17,12 +17,29 @@ import os
 import shlex
 
 from search.types import InvalidSearchParam
+from server.limits import DEFAULT_MAX_REQUEST_BYTES, RequestBodyGuard
 
 log = logging.getLogger("deliberate")
+
+
+def configure_logging() -> None:
+    """deliberate's log lines (`deliberate.*`: access, tree cache, model) on stderr beside
+    vLLM's, at DELIBERATE_LOG_LEVEL (default INFO); vLLM configures only its own loggers."""
+    if log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s [%(name)s] %(message)s", "%m-%d %H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(os.environ.get("DELIBERATE_LOG_LEVEL", "INFO").upper())
+    log.propagate = False
 
 PLUGIN_NAME = "deliberate"
 ARGS_ENV = "DELIBERATE_ARGS"
 RECORDER = "server.self_certainty_recorder:SelfCertaintyRecorder"
+# reasoning_effort -> the search it applies ("none": plain serving). Medium stops sampling as soon
+# as the vote is settled, which spends less than a fixed n=8.
+DEFAULT_EFFORT_SEARCHES = {"low": "none", "medium": "self_consistency,n=8,adaptive=true", "high": "mcts"}
+EFFORT_LEVELS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 
 def add_deliberate_args(parser) -> None:
@@ -32,6 +49,12 @@ def add_deliberate_args(parser) -> None:
         "--alias", action="append", default=[], metavar="NAME=SPEC",
         help="A model name that applies a search, e.g. smollm2-sc8=self_consistency,n=8 "
         "or NAME='{\"strategy\": \"best_of_n\", \"n\": 4}'. Repeatable; listed by /v1/models.")
+    group.add_argument(
+        "--reasoning-effort-search", action="append", default=[], metavar="LEVEL=SPEC",
+        help="The search a chat request's `reasoning_effort` (none, minimal, low, medium, high, xhigh, max) "
+        "applies when it names none, e.g. high=mcts or medium=none (plain). Repeatable; defaults: "
+        + ", ".join(f"{level}={spec}" for level, spec in DEFAULT_EFFORT_SEARCHES.items())
+        + "; /v1/models lists the table.")
     group.add_argument("--default-search", metavar="SPEC",
                        help="A search applied to every request for the model itself (same syntax as --alias).")
     group.add_argument("--redis-url", metavar="URL",
@@ -40,16 +63,34 @@ def add_deliberate_args(parser) -> None:
                        help="How long a stored search tree is kept (default 3600).")
     group.add_argument("--tree-cache-entries", type=int, default=256, metavar="N",
                        help="Trees kept by the in-process store (default 256).")
+    group.add_argument("--tree-secret", metavar="SECRET",
+                       help="The key of tree ids, so nobody can compute one from a guessed prompt (default: one "
+                       "made once and kept in Redis, so replicas agree; without Redis, one per process).")
+    group.add_argument("--tree-cache-scope", choices=("key", "global"), default="key",
+                       help="key (default): a tree is read and reused only with the API key that grew it; "
+                       "global: shared by every client.")
     group.add_argument("--critic-model", metavar="MODEL",
                        help="A second model (directory, or `default`) that judges and critiques steps "
                        "for the critic strategy; it gets its own engine with the same engine flags.")
     group.add_argument("--critic-gpu-memory-utilization", type=float, metavar="FRACTION",
                        help="The critic engine's share of GPU memory (default: as --gpu-memory-utilization); "
                        "lower both so that the two engines fit.")
+    group.add_argument("--max-concurrent-searches", type=int, metavar="N",
+                       help="Searches run at once per API process (default: the engine's --max-num-seqs / 8); "
+                       "they also never hold more sequences than --max-num-seqs together.")
+    group.add_argument("--max-queued-searches", type=int, metavar="N",
+                       help="Searches that wait for admission (default: 4x --max-concurrent-searches); "
+                       "past it a search gets 429 with Retry-After.")
+    group.add_argument("--max-search-tokens", type=int, metavar="TOKENS",
+                       help="The most tokens one search may ask for: search.n x max_tokens and "
+                       "search.budget_tokens (default: no cap); more is a 400.")
+    group.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, metavar="BYTES",
+                       help=f"Request bodies over this size get 413 (default {DEFAULT_MAX_REQUEST_BYTES}).")
 
 
-DELIBERATE_DESTS = ("alias", "default_search", "redis_url", "tree_cache_ttl", "tree_cache_entries",
-                    "critic_model", "critic_gpu_memory_utilization")
+DELIBERATE_DESTS = ("alias", "reasoning_effort_search", "default_search", "redis_url", "tree_cache_ttl", "tree_cache_entries",
+                    "critic_model", "critic_gpu_memory_utilization", "tree_secret", "tree_cache_scope", "max_concurrent_searches",
+                    "max_queued_searches", "max_search_tokens", "max_request_bytes")
 
 
 def deliberate_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -97,24 +138,49 @@ def parse_aliases(values: list[str]) -> dict[str, dict]:
     return aliases
 
 
+def parse_effort_searches(values: list[str]) -> dict[str, dict | None]:
+    """The reasoning_effort table: the defaults, with each LEVEL=SPEC given over them."""
+    table: dict[str, dict | None] = {}
+    for value in [f"{level}={spec}" for level, spec in DEFAULT_EFFORT_SEARCHES.items()] + list(values):
+        level, sep, spec = value.partition("=")
+        level = level.strip()
+        if not sep or level not in EFFORT_LEVELS:
+            raise SystemExit(f"--reasoning-effort-search: expected LEVEL=SPEC with LEVEL one of "
+                             f"{', '.join(EFFORT_LEVELS)}, got {value!r}")
+        flag = f"--reasoning-effort-search {level}"
+        table[level] = None if spec.strip() == "none" else parse_search_spec(spec, flag)
+    return table
+
+
 class DeliberateState:
     """What the routes need: the search service, the model names that apply a search, and
     deliberate's copies of vLLM's chat and completion serving objects (with a searching engine)."""
 
-    def __init__(self, service, root_name: str, aliases: dict[str, dict], default_search: dict | None,
-                 chat, completion):
+    def __init__(self, service, admission, root_name: str, aliases: dict[str, dict], default_search: dict | None,
+                 chat, completion, effort_searches: dict[str, dict | None] | None = None):
         self.service = service
+        self.admission = admission
         self.root_name = root_name
         self.aliases = aliases
         self.default_search = default_search
+        self.effort_searches = effort_searches or {}
         self.chat = chat
         self.completion = completion
 
-    def effective_search(self, model: str | None, requested: dict | None) -> dict | None:
-        """The request's `search` over the alias's (or the model's default), or None for plain serving."""
-        applied = self.aliases.get(model or "") if model in self.aliases else self.default_search
-        if applied is None:
-            return requested
+    def effective_search(self, model: str | None, requested: dict | None, effort: str | None = None) -> dict | None:
+        """The search a request runs, or None for plain serving: what the model names (an alias),
+        else what its reasoning_effort applies, else the server's default; the request's own
+        `search` fields go over it (and alone, with none of those, are the search)."""
+        if model in self.aliases:
+            applied = self.aliases[model]
+        elif effort in self.effort_searches:
+            applied = self.effort_searches[effort]
+            if applied is None and requested is None:
+                return None
+        else:
+            applied = self.default_search
+        if applied is None or (requested and requested.get("strategy") not in (None, applied["strategy"])):
+            return requested  # a search of another strategy stands alone
         return {**applied, **(requested or {})}
 
     async def close(self) -> None:
@@ -128,9 +194,12 @@ class DeliberatePlugin:
     required_tasks = ("generate",)
 
     def attach_router(self, app) -> None:
-        from server.routes import router
+        from server.admission import SearchRejected
+        from server.routes import router, search_rejected
 
         app.include_router(router)
+        app.add_exception_handler(SearchRejected, search_rejected)
+        app.add_middleware(RequestBodyGuard, max_bytes=deliberate_args(app.state.args).max_request_bytes)
         vllm_lifespan = app.router.lifespan_context
 
         @contextlib.asynccontextmanager
@@ -146,6 +215,7 @@ class DeliberatePlugin:
         app.router.lifespan_context = lifespan
 
     async def init_state(self, engine_client, state, args: argparse.Namespace) -> None:
+        from server.admission import Admission, AdmissionLimits
         from server.engine import VLLMGenerator
         from server.routes import SearchingEngineClient
         from server.search_service import SearchService
@@ -153,12 +223,14 @@ class DeliberatePlugin:
 
         if engine_client is None:
             raise SystemExit("deliberate needs an engine: it cannot run on vLLM's render-only server.")
+        configure_logging()
         options = deliberate_args(args)
         root_name = state.openai_serving_models.model_name()
         aliases = parse_aliases(options.alias)
         if root_name in aliases:
             raise SystemExit(f"--alias {root_name}: the name is already taken by the served model.")
         default_search = parse_search_spec(options.default_search, "--default-search") if options.default_search else None
+        effort_searches = parse_effort_searches(options.reasoning_effort_search)
         generator = VLLMGenerator(engine_client, engine_client.model_config.model, records_self_certainty(args))
         await generator.warm_up()
         critic = None
@@ -166,13 +238,21 @@ class DeliberatePlugin:
             log.info("starting the critic's vLLM engine for %s", options.critic_model)
             critic = VLLMGenerator.start(critic_engine_args(args, options))
             await critic.warm_up()
-        store = build_tree_store(options.redis_url, options.tree_cache_ttl, options.tree_cache_entries)
-        service = SearchService(generator, store, critic)
+        limits = AdmissionLimits.for_engine(engine_client.vllm_config.scheduler_config.max_num_seqs,
+                                            options.max_concurrent_searches, options.max_queued_searches)
+        # A running search holds at most a few connections at once (read, lock and its renewal, write).
+        store = build_tree_store(options.redis_url, options.tree_cache_ttl, options.tree_cache_entries,
+                                 max_connections=4 * limits.max_running + 16)
+        secret = options.tree_secret.encode() if options.tree_secret else await store.shared_secret()
+        service = SearchService(generator, store, critic, options.max_search_tokens, secret,
+                                scoped_trees=options.tree_cache_scope == "key")
         searching = SearchingEngineClient(engine_client, service)
-        state.deliberate = DeliberateState(service, root_name, aliases, default_search,
+        state.deliberate = DeliberateState(service, Admission(limits), root_name, aliases, default_search,
                                            searching_copy(state.openai_serving_chat, searching),
-                                           searching_copy(state.openai_serving_completion, searching))
-        log.info("deliberate: searches on %s; aliases: %s", root_name, ", ".join(aliases) or "none")
+                                           searching_copy(state.openai_serving_completion, searching),
+                                           effort_searches)
+        log.info("deliberate: searches on %s; aliases: %s; admission: %s", root_name, ", ".join(aliases) or "none",
+                 limits)
 
 
 def searching_copy(serving, engine_client):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from vllm.entrypoints.openai.completion import api_router as vllm_completion
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest as VLLMCompletionRequest
 from vllm.entrypoints.openai.completion.protocol import CompletionResponse
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse, ModelCard, ModelList, UsageInfo
+from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request, with_cancellation
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.renderers.inputs.preprocess import extract_prompt_components
@@ -34,12 +37,14 @@ from vllm.sampling_params import RequestOutputKind, SamplingParams
 
 from scorers import MathAnswers, StructuredAnswers
 from search.params import StepParams
-from search.types import AnswerExtractor
+from search.types import AnswerExtractor, shown
+from server.admission import SearchRejected
 from server.search_schema import SearchField
 from server.search_service import (
     DEFAULT_SEARCH_MAX_TOKENS, SearchJob, SearchOutcome, SearchPlan, SearchRequestError, SearchService,
 )
 
+access_log = logging.getLogger("deliberate.access")
 ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}}
 STREAMED = {200: {"content": {"text/event-stream": {}}}}
 
@@ -61,8 +66,20 @@ class SearchCall:
     question: str
     max_tokens_given: bool
     answers: AnswerExtractor | None = None  # None: the service chooses by the request's sampling
+    scope: str = ""
     progress: asyncio.Queue = field(default_factory=asyncio.Queue)
     outcome: SearchOutcome | None = None
+    request_id: str | None = None  # vLLM's id of the request; the search's engine requests extend it
+    started: float = field(default_factory=time.monotonic)
+
+    def log(self, status: int) -> None:
+        """The search's access-log line: request id, status, strategy, tokens, latency."""
+        outcome = self.outcome
+        access_log.info(
+            "%s status=%d strategy=%s cache_hit=%s completion_tokens=%s engine_calls=%s latency_s=%.3f",
+            self.request_id or "-", status, self.plan.strategy, outcome.cache_hit if outcome else "-",
+            outcome.result.usage.completion_tokens if outcome else "-",
+            outcome.result.usage.engine_calls if outcome else "-", time.monotonic() - self.started)
 
 
 ACTIVE_SEARCH: ContextVar[SearchCall | None] = ContextVar("deliberate_search", default=None)
@@ -88,8 +105,9 @@ class SearchingEngineClient:
         max_tokens = sampling_params.max_tokens
         if not call.max_tokens_given:
             max_tokens = min(max_tokens, DEFAULT_SEARCH_MAX_TOKENS)
+        call.request_id = request_id
         job = SearchJob(call.plan, call.question, tuple(prompt_ids), sampling_params, max_tokens, request_id,
-                        call.answers)
+                        call.answers, call.scope)
         return self._answer(call, job)
 
     async def _answer(self, call: SearchCall, job: SearchJob) -> AsyncIterator[RequestOutput]:
@@ -157,11 +175,11 @@ router = APIRouter()
 @router.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)], responses={**STREAMED, **ERRORS})
 async def create_chat_completion(request: ChatCompletionRequest, raw_request: Request):
     deliberate = raw_request.app.state.deliberate
-    search = deliberate.effective_search(request.model, request.search)
+    search = deliberate.effective_search(request.model, request.search, request.reasoning_effort)
     if search is None:
         return await vllm_chat.create_chat_completion(request, raw_request)
     refuse_beam_search(request)
-    plan = deliberate.service.plan(search, request.n)
+    plan = deliberate.service.plan(search, request.n, request.max_completion_tokens or request.max_tokens)
     answers = None
     if request.tools and deliberate.chat.parser_cls is not None:
         parser = deliberate.chat._make_parser(request, deliberate.service.generator.tokenizer,
@@ -169,7 +187,8 @@ async def create_chat_completion(request: ChatCompletionRequest, raw_request: Re
         answers = ToolCallAnswers(parser, request, StructuredAnswers() if request.response_format is not None
                                   else MathAnswers(plan.params.answer_format))
     call = SearchCall(plan, last_user_text(request.messages),
-                      request.max_completion_tokens is not None or request.max_tokens is not None, answers)
+                      request.max_completion_tokens is not None or request.max_tokens is not None, answers,
+                      deliberate.service.scope_for(api_key(raw_request)))
     return await searched(request, raw_request, call, deliberate.chat.create_chat_completion)
 
 
@@ -218,8 +237,15 @@ async def create_completion(request: CompletionRequest, raw_request: Request):
         prompt = prompt[0]
     refuse_beam_search(request)
     question = prompt if isinstance(prompt, str) else deliberate.service.generator.decode(prompt)
-    call = SearchCall(deliberate.service.plan(search, request.n), question, request.max_tokens is not None)
+    call = SearchCall(deliberate.service.plan(search, request.n, request.max_tokens), question,
+                      request.max_tokens is not None, scope=deliberate.service.scope_for(api_key(raw_request)))
     return await searched(request, raw_request, call, deliberate.completion.create_completion)
+
+
+def api_key(raw_request: Request) -> str | None:
+    """The bearer token the client sent (vLLM's --api-key check has already passed)."""
+    scheme, _, token = raw_request.headers.get("authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def refuse_beam_search(request) -> None:
@@ -231,23 +257,55 @@ def refuse_beam_search(request) -> None:
 async def searched(request, raw_request: Request, call: SearchCall, serve):
     """`serve` (vLLM's own serving method, on the copy whose engine searches) answers `request`;
     then the report and usage. A client that leaves cancels the search and its engine requests."""
+    deliberate = raw_request.app.state.deliberate
     asked_model = request.model
-    request.model = raw_request.app.state.deliberate.root_name
-    token = ACTIVE_SEARCH.set(call)
-    try:
-        response = await serve(request, raw_request)
-    finally:
-        ACTIVE_SEARCH.reset(token)
-    if isinstance(response, ErrorResponse):
-        return JSONResponse(response.model_dump(), status_code=response.error.code)
-    if isinstance(response, (ChatCompletionResponse, CompletionResponse)):
-        body = response.model_dump()
-        body.update(model=asked_model, usage=search_usage(call.outcome).model_dump(),
-                    search=call.outcome.report(call.plan.options.return_trace))
-        return JSONResponse(body)
-    chunk_object = "chat.completion.chunk" if isinstance(request, VLLMChatRequest) else "text_completion"
-    return StreamingResponse(stream_with_search(response, call, asked_model, chunk_object),
-                             media_type="text/event-stream")
+    request.model = deliberate.root_name
+    async with contextlib.AsyncExitStack() as admitted:
+        # Held until the answer is out: a stream searches while it is read.
+        await admitted.enter_async_context(deliberate.admission.admit(call.plan.params.n))
+        token = ACTIVE_SEARCH.set(call)
+        try:
+            response = await serve(request, raw_request)
+        except asyncio.CancelledError:
+            call.log(499)  # the client left
+            raise
+        except Exception as exc:
+            call.log(create_error_response(exc).error.code)
+            raise
+        finally:
+            ACTIVE_SEARCH.reset(token)
+        if isinstance(response, ErrorResponse):
+            call.log(response.error.code)
+            return JSONResponse(response.model_dump(), status_code=response.error.code)
+        if isinstance(response, (ChatCompletionResponse, CompletionResponse)):
+            body = response.model_dump()
+            body.update(model=asked_model, usage=search_usage(call.outcome).model_dump(),
+                        search=call.outcome.report(call.plan.options.return_trace))
+            call.log(200)
+            return JSONResponse(body)
+        chunk_object = "chat.completion.chunk" if isinstance(request, VLLMChatRequest) else "text_completion"
+        return AdmittedStream(stream_with_search(response, call, asked_model, chunk_object), admitted.pop_all())
+
+
+class AdmittedStream(StreamingResponse):
+    """A searched stream that gives its admission back when the response ends, however it ends
+    (also if the client left before the first byte, when the stream body never starts)."""
+
+    def __init__(self, content: AsyncIterator[str], admitted: contextlib.AsyncExitStack):
+        super().__init__(content, media_type="text/event-stream")
+        self.admitted = admitted
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.admitted.aclose()
+
+
+async def search_rejected(request: Request, exc: SearchRejected) -> JSONResponse:
+    error = create_error_response(exc)
+    return JSONResponse(error.model_dump(), status_code=error.error.code,
+                        headers={"Retry-After": str(exc.retry_after_s)})
 
 
 async def stream_with_search(events: AsyncIterator[str], call: SearchCall, model: str,
@@ -270,6 +328,7 @@ async def stream_with_search(events: AsyncIterator[str], call: SearchCall, model
         while event is not None:
             yield with_search_fields(event, call, model)
             event = await anext(events, None)
+        call.log(200)
     finally:
         if not first.done():
             first.cancel()
@@ -317,8 +376,10 @@ async def list_models(raw_request: Request) -> ModelList:
     deliberate = raw_request.app.state.deliberate
     models = await raw_request.app.state.openai_serving_models.show_available_models()
     for card in models.data:
-        if card.id == deliberate.root_name and deliberate.default_search:
-            card.search = deliberate.default_search
+        if card.id == deliberate.root_name:
+            if deliberate.default_search:
+                card.search = deliberate.default_search
+            card.reasoning_effort_searches = deliberate.effort_searches
     root = models.data[0]
     for name, spec in deliberate.aliases.items():
         models.data.append(ModelCard(id=name, root=root.root, parent=root.id, max_model_len=root.max_model_len,
@@ -333,8 +394,9 @@ async def get_tree(tree_id: str, raw_request: Request) -> dict[str, Any]:
     from server.tree_store import is_tree_id
 
     if not is_tree_id(tree_id):
-        raise SearchRequestError(f"Not a tree id: {tree_id[:80]!r}.", "tree_id")
-    entry = await raw_request.app.state.deliberate.service.tree_store.get(tree_id)
-    if entry is None:
+        raise SearchRequestError(f"Not a tree id: {shown(tree_id)}.", "tree_id")
+    service = raw_request.app.state.deliberate.service
+    entry = await service.tree_store.get(tree_id)
+    if entry is None or entry.get("scope", "") != service.scope_for(api_key(raw_request)):
         raise VLLMNotFoundError(f"No stored tree {tree_id}: it expired, was evicted, or was never grown here.")
     return {"id": tree_id, "object": "search.tree", **entry}

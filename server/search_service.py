@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import secrets
 import socket
 import time
 from dataclasses import asdict, dataclass, fields
@@ -21,11 +22,11 @@ from search.params import CommonParams, StepParams, bounded, check_field, docume
 from search.tree import Tree
 from search.types import (
     AnswerExtractor, Budget, Candidate, InvalidSearchParam, MeteredGenerator, Sample, Scorer, SearchContext,
-    SearchResult, Usage,
+    SearchResult, Usage, shown,
 )
 from server import metrics
 from server.engine import VLLMGenerator
-from server.tree_store import TreeStore, is_tree_id, tree_key
+from server.tree_store import TreeStore, is_tree_id, tree_key, tree_scope
 
 # Per-sample cap when the client gives no max_tokens: a search multiplies every sample's length.
 DEFAULT_SEARCH_MAX_TOKENS = 512
@@ -57,7 +58,7 @@ class ServingOptions:
         for declared in fields(self):
             check_field(type(self), declared, getattr(self, declared.name))
         if self.tree_id is not None and not is_tree_id(self.tree_id):
-            raise InvalidSearchParam("search.tree_id", f"not a tree id: {str(self.tree_id)[:80]!r}")
+            raise InvalidSearchParam("search.tree_id", f"not a tree id: {shown(self.tree_id)}")
 
 
 SERVING_KEYS = frozenset(declared.name for declared in fields(ServingOptions))
@@ -92,6 +93,7 @@ class SearchJob:
     max_tokens: int
     request_id: str
     answers: AnswerExtractor | None = None  # how votes compare answers (None: by the sampling)
+    scope: str = ""  # whose trees it may read and grow (SearchService.scope_for)
 
     def answer_extractor(self) -> AnswerExtractor:
         """Answers as the client will use them: as `answers` says (the tool calls in them), else
@@ -136,25 +138,51 @@ class SearchOutcome:
 class SearchService:
     """Plans and runs searches on one engine (plus an optional critic engine) and a tree store."""
 
-    def __init__(self, generator: VLLMGenerator, tree_store: TreeStore, critic: VLLMGenerator | None = None):
+    def __init__(self, generator: VLLMGenerator, tree_store: TreeStore, critic: VLLMGenerator | None = None,
+                 max_search_tokens: int | None = None, tree_secret: bytes | None = None,
+                 scoped_trees: bool = True):
         self.generator = generator
         self.tree_store = tree_store
         self.critic = critic
+        self.max_search_tokens = max_search_tokens
+        self.tree_secret = tree_secret or secrets.token_bytes(32)
+        self.scoped_trees = scoped_trees
 
-    def plan(self, search: dict[str, Any], n: int | None) -> SearchPlan:
+    def scope_for(self, api_key: str | None) -> str:
+        """The tree scope of a client: its API key's, or one for all under --tree-cache-scope global."""
+        return tree_scope(self.tree_secret, api_key) if self.scoped_trees else ""
+
+    def plan(self, search: dict[str, Any], n: int | None, max_tokens: int | None = None) -> SearchPlan:
+        """The checked plan of `search` for a request asking for `n` choices of at most
+        `max_tokens` tokens each (None: the search's default)."""
         try:
             params, options = parse_search(search)
         except InvalidSearchParam as exc:
             raise SearchRequestError(f"{exc.param}: {exc.message}", exc.param) from exc
         if (n or 1) != 1:
             raise SearchRequestError("n must be 1 when a search is asked; the search's own width is search.n.", "n")
-        return SearchPlan(search["strategy"], params, self.scorer(params), options)
+        return SearchPlan(search["strategy"], params, self.scorer(params), self.capped(options, params, max_tokens))
+
+    def capped(self, options: ServingOptions, params: CommonParams, max_tokens: int | None) -> ServingOptions:
+        """Under --max-search-tokens: a 400 for a search that asks for more, else the cap as its budget."""
+        cap = self.max_search_tokens
+        if cap is None:
+            return options
+        if options.budget_tokens is not None and options.budget_tokens > cap:
+            raise SearchRequestError(f"search.budget_tokens: at most {cap} on this server (--max-search-tokens), "
+                                     f"got {options.budget_tokens}.", "search.budget_tokens")
+        per_sample = max_tokens or DEFAULT_SEARCH_MAX_TOKENS
+        if options.budget_tokens is None and params.n * per_sample > cap:
+            raise SearchRequestError(f"search.n x max_tokens = {params.n} x {per_sample} is over the {cap} tokens "
+                                     "a search may ask for on this server (--max-search-tokens): lower either, or "
+                                     "set search.budget_tokens to stop the search there.", "search.n")
+        return options if options.budget_tokens is not None else dataclasses.replace(options, budget_tokens=cap)
 
     def scorer(self, params: CommonParams) -> Scorer | None:
         if params.scorer is None:
             return None
         if params.scorer not in SCORERS:
-            raise SearchRequestError(f"search.scorer: unknown scorer {params.scorer!r}; known: {', '.join(SCORERS)}",
+            raise SearchRequestError(f"search.scorer: unknown scorer {shown(params.scorer)}; known: {', '.join(SCORERS)}",
                                      "search.scorer")
         scorer = SCORERS[params.scorer]()
         if scorer.token_self_certainty and not self.generator.records_self_certainty:
@@ -198,6 +226,8 @@ class SearchService:
             metrics.SEARCHES.labels(plan.strategy, "cached").inc()
             return stored, tree_id, entry.get("grown_by", "unknown")
         async with self.tree_store.lock(tree_id):
+            if not self.tree_store.available:
+                metrics.SEARCHES_UNCACHED.inc()
             entry = await self.tree_store.get(tree_id)
             stored = answer_from_store(entry, plan)
             if stored is not None:
@@ -210,7 +240,7 @@ class SearchService:
                 grown, spent = Tree.from_dict(entry["tree"]), entry.get("spent_tokens", 0)
             budget = None if options.budget_tokens is None else max(1, options.budget_tokens - spent)
             result = await self._grow(job, progress, grown, budget)
-            await self.tree_store.put(tree_id, stored_entry(result, plan, spent + result.usage.completion_tokens))
+            await self.tree_store.put(tree_id, stored_entry(result, job, spent + result.usage.completion_tokens))
         return result, tree_id, None
 
     def tree_id(self, job: SearchJob) -> str:
@@ -221,7 +251,8 @@ class SearchService:
                    "seed": sampling.seed, "request": repr(sampling_key(sampling))}
         if job.plan.strategy == "critic" and self.critic is not None:
             shaping["critic_model"] = self.critic.fingerprint
-        return tree_key(self.generator.fingerprint, job.plan.strategy, shaping, list(job.prompt_ids))
+        return tree_key(self.tree_secret, self.generator.fingerprint, job.plan.strategy, shaping, list(job.prompt_ids),
+                        job.scope)
 
     async def _grow(self, job: SearchJob, progress, tree: Tree | None, budget_tokens: int | None) -> SearchResult:
         plan = job.plan
@@ -276,11 +307,11 @@ def sampling_key(sampling: SamplingParams) -> dict[str, Any]:
     return key
 
 
-def stored_entry(result: SearchResult, plan: SearchPlan, spent_tokens: int) -> dict:
+def stored_entry(result: SearchResult, job: SearchJob, spent_tokens: int) -> dict:
     chosen = result.the_one
     return {
-        "tree": result.tree, "strategy": result.strategy, "budget_tokens": plan.options.budget_tokens,
-        "spent_tokens": spent_tokens, "grown_by": REPLICA,
+        "tree": result.tree, "strategy": result.strategy, "budget_tokens": job.plan.options.budget_tokens,
+        "spent_tokens": spent_tokens, "grown_by": REPLICA, "scope": job.scope,
         "truncated": result.truncated, "selected_index": result.selected_index,
         "candidates": len(result.candidates), "usage": asdict(result.usage), "trace": result.trace,
         "answer": {"text": chosen.sample.text, "token_ids": chosen.sample.token_ids,

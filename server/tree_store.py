@@ -22,9 +22,11 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import hmac
 import json
 import logging
 import math
+import secrets
 import time
 import zlib
 from collections import OrderedDict
@@ -34,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import Counter
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("deliberate.tree_store")
 
 # Bump when the stored tree's layout changes: old trees then simply stop matching.
 TREE_FORMAT_VERSION = 2  # 2: step searches grow a greedy first child
@@ -45,8 +47,14 @@ DEFAULT_TTL_S = 3600
 DEFAULT_MAX_ENTRIES = 256
 DEFAULT_MAX_TREE_BYTES = 8 * 1024 * 1024  # of the tree's JSON, before compression
 DEFAULT_LOCK_WAIT_S = 30.0  # then the search runs unlocked rather than failing
-DEFAULT_LOCK_TIMEOUT_S = 60.0  # lease of a Redis lock; renewed while held, so a dead holder frees it
-DEFAULT_SOCKET_TIMEOUT_S = 0.5
+# Lease of a Redis lock, renewed every third of it while the holder lives: a lock left behind
+# (its holder died, or Redis stalled through the release) costs the next search at most this.
+DEFAULT_LOCK_TIMEOUT_S = 5.0
+# An answer from Redis slower than this counts as Redis down. Not lower: on a loaded 2-core host
+# the event loop alone can lag half a second, and a healthy Redis must not read as down then.
+DEFAULT_SOCKET_TIMEOUT_S = 1.0
+DEFAULT_MAX_CONNECTIONS = 64
+POOL_WAIT_S = 2.0  # a call waits this long for a free pooled connection before degrading
 DEFAULT_RETRY_AFTER_S = 1.0  # after a Redis failure, calls degrade at once for this long
 
 COMPRESS_ABOVE_BYTES = 4096
@@ -81,11 +89,13 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def tree_key(model_fingerprint: str, strategy: str, shaping_params: Mapping[str, Any],
-             prompt_ids: list[int]) -> str:
-    """The tree's key and public id, "tree-<24 hex>": sha256 over a canonical JSON of everything
-    that shapes the tree. `shaping_params` are the strategy's parameters and the request's
-    sampling (a dict or dataclass); None values (an unset option) are dropped."""
+def tree_key(secret: bytes, model_fingerprint: str, strategy: str, shaping_params: Mapping[str, Any],
+             prompt_ids: list[int], scope: str = "") -> str:
+    """The tree's key and public id, "tree-<24 hex>": an HMAC under the server's secret of a
+    canonical JSON of everything that shapes the tree, and of the scope (the API key) that grows
+    it. Without the secret nobody can compute an id from a guessed prompt; another scope gets
+    another id. `shaping_params` are the strategy's parameters and the request's sampling (a dict
+    or dataclass); None values (an unset option) are dropped."""
     params = {k: v for k, v in _canonical(shaping_params).items() if v is not None}
     material = {
         "v": TREE_FORMAT_VERSION,
@@ -93,9 +103,18 @@ def tree_key(model_fingerprint: str, strategy: str, shaping_params: Mapping[str,
         "strategy": strategy,
         "params": params,
         "prompt": [int(t) for t in prompt_ids],
+        "scope": scope,
     }
     blob = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
-    return TREE_ID_PREFIX + hashlib.sha256(blob.encode()).hexdigest()[:TREE_ID_HEX]
+    return TREE_ID_PREFIX + hmac.new(secret, blob.encode(), hashlib.sha256).hexdigest()[:TREE_ID_HEX]
+
+
+def tree_scope(secret: bytes, api_key: str | None) -> str:
+    """The scope of the trees a client grows: a keyed digest of its API key (never the key
+    itself), or "" for a client with none."""
+    if not api_key:
+        return ""
+    return "key-" + hmac.new(secret, b"scope:" + api_key.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def is_tree_id(value: object) -> bool:
@@ -122,6 +141,13 @@ class TreeStore(Protocol):
     def lock(self, tree_id: str) -> contextlib.AbstractAsyncContextManager[bool]:
         """`async with store.lock(tree_id) as held:` held while a search grows that tree. Waits at
         most the store's lock wait, then goes on unlocked; `held` says which happened."""
+
+    async def shared_secret(self) -> bytes:
+        """The key of tree ids, the same for every process that shares this store."""
+
+    @property
+    def available(self) -> bool:
+        """False while the store is known to be unreachable (its calls degrade)."""
 
     async def close(self) -> None: ...
 
@@ -160,6 +186,12 @@ class MemoryTreeStore:
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # id -> (expires_at, json)
         self._locks: dict[str, list] = {}  # id -> [asyncio.Lock, holders and waiters]
+        self._secret = secrets.token_bytes(32)
+
+    async def shared_secret(self) -> bytes:
+        return self._secret  # nothing outside this process reads this store
+
+    available = True
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -248,8 +280,8 @@ class RedisTreeStore:
                  key_prefix: str = "deliberate:tree:", *, lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
                  lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
                  socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S,
-                 retry_after_s: float = DEFAULT_RETRY_AFTER_S, max_connections: int = 64):
-        from redis.asyncio import Redis
+                 retry_after_s: float = DEFAULT_RETRY_AFTER_S, max_connections: int = DEFAULT_MAX_CONNECTIONS):
+        from redis.asyncio import BlockingConnectionPool, Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
@@ -265,17 +297,36 @@ class RedisTreeStore:
         # One retry, on a fresh connection, for a refused or reset one only: a pooled
         # connection goes stale when Redis restarts, and that must not fail the next call (a
         # timeout, Redis frozen or slow, is not retried: it would double the wait).
-        self.client = Redis.from_url(
+        # A blocking pool: a burst of searches waits briefly for a connection instead of failing
+        # with "Too many connections" and running uncached.
+        pool = BlockingConnectionPool.from_url(
             url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)), retry_on_error=[],
-            max_connections=max_connections,
-            decode_responses=False,
-        )
+            max_connections=max_connections, timeout=POOL_WAIT_S, decode_responses=False)
+        self.client = Redis.from_pool(pool)  # owns the pool: closing the client closes it
         self._down_since: float | None = None  # start of the current failure burst
         self._retry_at = 0.0  # monotonic time before which calls degrade without trying
 
     def key(self, tree_id: str) -> str:
         return self.key_prefix + tree_id
+
+    @property
+    def available(self) -> bool:
+        return self._down_since is None
+
+    async def shared_secret(self) -> bytes:
+        """The secret in Redis, made by whichever process asked first (SET NX), so replicas agree.
+        Redis unreachable: a secret of this process's own (its trees then match no other's)."""
+        name = self.key_prefix + "secret"
+        try:
+            await self.client.set(name, secrets.token_bytes(32), nx=True)
+            secret = await self.client.get(name)
+        except Exception as exc:  # noqa: BLE001
+            secret = None
+            logger.warning("tree cache: could not read the shared tree secret from Redis at %s (%s); this "
+                           "process uses its own, and shares no trees until restarted with --tree-secret or a "
+                           "reachable Redis", redact_url(self.url), exc)
+        return secret or secrets.token_bytes(32)
 
     # -- failure bookkeeping: one log line per burst, a counter per degraded call --
 
@@ -419,9 +470,9 @@ class RedisTreeStore:
 
 
 def build_tree_store(redis_url: str | None, ttl_s: int = DEFAULT_TTL_S, max_entries: int = DEFAULT_MAX_ENTRIES,
-                     **options: Any) -> TreeStore:
-    """Redis when a URL is given (shared by replicas), else the in-process LRU. `options` go to
-    the store's constructor (max_tree_bytes, lock_wait_s, ...)."""
+                     max_connections: int = DEFAULT_MAX_CONNECTIONS, **options: Any) -> TreeStore:
+    """Redis when a URL is given (shared by replicas; a pool of `max_connections`), else the
+    in-process LRU. `options` go to the store's constructor (max_tree_bytes, lock_wait_s, ...)."""
     if redis_url:
-        return RedisTreeStore(redis_url, ttl_s=ttl_s, **options)
+        return RedisTreeStore(redis_url, ttl_s=ttl_s, max_connections=max_connections, **options)
     return MemoryTreeStore(max_entries=max_entries, ttl_s=ttl_s, **options)

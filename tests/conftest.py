@@ -21,8 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "SmolLM2-135M-Instruct"
 ALIAS = "smollm2-sc4"
 API_KEY = "test-key"
+OTHER_API_KEY = "another-tenant"  # a second key the server accepts: another tenant
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 STARTUP_TIMEOUT_S = 600
+MAX_CONCURRENT_SEARCHES = 2
+MAX_QUEUED_SEARCHES = 6
+MAX_SEARCH_TOKENS = 32768
+MAX_REQUEST_BYTES = 2_000_000
 
 
 def free_port() -> int:
@@ -42,9 +47,14 @@ def server_redis():
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory, server_redis):
+def server_log(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("server") / "server.log"
+
+
+@pytest.fixture(scope="session")
+def server(server_log, server_redis):
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log_path = server_log
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
     command = [
         sys.executable, "-m", "server", "serve", "default", "--port", str(port),
@@ -53,8 +63,12 @@ def server(tmp_path_factory, server_redis):
         # A second engine (the same small model) as the critic strategy's judge.
         "--critic-model", "default",
         # vLLM's own flags, passed through.
-        "--api-key", API_KEY, "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+        "--api-key", API_KEY, OTHER_API_KEY, "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+        "--enable-request-id-headers",
         "--api-server-count", "2",
+        # Admission per API process, small enough for a test to overflow; a cost cap; a body limit.
+        "--max-concurrent-searches", str(MAX_CONCURRENT_SEARCHES), "--max-queued-searches", str(MAX_QUEUED_SEARCHES),
+        "--max-search-tokens", str(MAX_SEARCH_TOKENS), "--max-request-bytes", str(MAX_REQUEST_BYTES),
     ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

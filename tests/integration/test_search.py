@@ -164,3 +164,13 @@ def test_self_certainty_is_the_exact_full_vocabulary_score(client):
     predictive = logits[len(prompt_ids) - 1: len(prompt_ids) - 1 + len(answer_ids)]
     exact = (torch.logsumexp(predictive, -1) - predictive.mean(-1) - math.log(predictive.shape[-1])).mean()
     assert report["selected_score"] == pytest.approx(float(exact), abs=0.1)
+
+
+def test_reasoning_effort_applies_the_operators_search(client, http):
+    medium = client.chat.completions.create(model=MODEL, messages=PROBLEM, max_tokens=12, reasoning_effort="medium")
+    assert medium.model_extra["search"]["strategy"] == "self_consistency"
+    low = client.chat.completions.create(model=MODEL, messages=PROBLEM, max_tokens=4, reasoning_effort="low")
+    assert "search" not in (low.model_extra or {})
+    card = next(card for card in http.get("/v1/models").json()["data"] if card["id"] == MODEL)
+    assert card["reasoning_effort_searches"]["high"] == {"strategy": "mcts"}
+    assert card["reasoning_effort_searches"]["low"] is None

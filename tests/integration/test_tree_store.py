@@ -14,11 +14,12 @@ from prometheus_client import REGISTRY
 
 from search.params import CommonParams
 from server.tree_store import (
-    MemoryTreeStore, RedisTreeStore, TreeStore, build_tree_store, is_tree_id, tree_key,
+    MemoryTreeStore, RedisTreeStore, TreeStore, build_tree_store, is_tree_id, tree_key, tree_scope,
 )
 from tests.redis_server import redis_server  # noqa: F401 - the fixture
 
 BOUND_S = 10.0  # every wait in this module is bounded by this
+SECRET = b"test secret"
 
 
 def metric(name: str, **labels) -> float:
@@ -73,22 +74,27 @@ async def store(redis_url):
 
 
 def test_tree_key_names_everything_that_shapes_the_tree():
-    base = tree_key("fp1", "beam", {"n": 4, "temperature": 0.7}, [1, 2, 3])
+    base = tree_key(SECRET, "fp1", "beam", {"n": 4, "temperature": 0.7}, [1, 2, 3])
     assert is_tree_id(base) and base.startswith("tree-") and len(base) == 5 + 24
-    assert tree_key("fp1", "beam", {"temperature": 0.7, "n": 4}, [1, 2, 3]) == base  # order
-    assert tree_key("fp1", "beam", {"n": 4.0, "temperature": 0.7}, [1, 2, 3]) == base  # 4 == 4.0
-    assert tree_key("fp1", "beam", {"n": 4, "temperature": 0.7, "seed": None}, [1, 2, 3]) == base  # unset
-    assert tree_key("fp1", "beam", CommonParams(n=4, temperature=0.7), [1, 2, 3]) == \
-        tree_key("fp1", "beam", {"n": 4, "temperature": 0.7, "top_p": 1.0, "answer_format": "auto",
+    assert tree_key(SECRET, "fp1", "beam", {"temperature": 0.7, "n": 4}, [1, 2, 3]) == base  # order
+    assert tree_key(SECRET, "fp1", "beam", {"n": 4.0, "temperature": 0.7}, [1, 2, 3]) == base  # 4 == 4.0
+    assert tree_key(SECRET, "fp1", "beam", {"n": 4, "temperature": 0.7, "seed": None}, [1, 2, 3]) == base  # unset
+    assert tree_key(SECRET, "fp1", "beam", CommonParams(n=4, temperature=0.7), [1, 2, 3]) == \
+        tree_key(SECRET, "fp1", "beam", {"n": 4, "temperature": 0.7, "top_p": 1.0, "answer_format": "auto",
                                  "include_greedy": True}, [1, 2, 3])
     others = {
-        tree_key("fp2", "beam", {"n": 4, "temperature": 0.7}, [1, 2, 3]),
-        tree_key("fp1", "best_of_n", {"n": 4, "temperature": 0.7}, [1, 2, 3]),
-        tree_key("fp1", "beam", {"n": 5, "temperature": 0.7}, [1, 2, 3]),
-        tree_key("fp1", "beam", {"n": 4, "temperature": 0.7}, [1, 2, 3, 4]),
-        tree_key("fp1", "beam", {"n": 4, "temperature": 0.7}, [3, 2, 1]),
+        tree_key(SECRET, "fp2", "beam", {"n": 4, "temperature": 0.7}, [1, 2, 3]),
+        tree_key(SECRET, "fp1", "best_of_n", {"n": 4, "temperature": 0.7}, [1, 2, 3]),
+        tree_key(SECRET, "fp1", "beam", {"n": 5, "temperature": 0.7}, [1, 2, 3]),
+        tree_key(SECRET, "fp1", "beam", {"n": 4, "temperature": 0.7}, [1, 2, 3, 4]),
+        tree_key(SECRET, "fp1", "beam", {"n": 4, "temperature": 0.7}, [3, 2, 1]),
     }
     assert base not in others and len(others) == 5
+    # Nobody without the secret computes the id; another API key's scope gets another id.
+    assert tree_key(b"another secret", "fp1", "beam", {"n": 4, "temperature": 0.7}, [1, 2, 3]) != base
+    scope_a, scope_b = tree_scope(SECRET, "key-a"), tree_scope(SECRET, "key-b")
+    assert scope_a != scope_b and "key-a" not in scope_a and tree_scope(SECRET, None) == ""
+    assert tree_key(SECRET, "fp1", "beam", {"n": 4, "temperature": 0.7}, [1, 2, 3], scope_a) != base
     assert not is_tree_id("tree-xyz") and not is_tree_id("deliberate:tree:*") and not is_tree_id(None)
 
 
@@ -189,8 +195,8 @@ async def test_memory_lock_excludes_and_is_bounded():
 async def test_redis_round_trip_of_a_realistic_tree(store, raw):
     small = {"root": {"token_ids": [1, 2, 3], "score": 0.25, "children": []}}
     big = realistic_tree()
-    tid_small = tree_key("fp", "beam", {"n": 2}, [1, 2, 3])
-    tid_big = tree_key("fp", "beam", {"n": 3}, [1, 2, 3])
+    tid_small = tree_key(SECRET, "fp", "beam", {"n": 2}, [1, 2, 3])
+    tid_big = tree_key(SECRET, "fp", "beam", {"n": 3}, [1, 2, 3])
     hits = metric("deliberate_tree_cache_hits_total", store="redis")
     misses = metric("deliberate_tree_cache_misses_total", store="redis")
 
@@ -215,7 +221,7 @@ async def test_redis_round_trip_of_a_realistic_tree(store, raw):
 
 
 async def test_redis_sets_the_ttl(store, raw):
-    tid = tree_key("fp", "beam", {}, [7])
+    tid = tree_key(SECRET, "fp", "beam", {}, [7])
     await store.put(tid, {"x": 1})
     ttl = await raw.ttl("deliberate:tree:" + tid)
     assert 0 < ttl <= 600
@@ -227,7 +233,7 @@ async def test_redis_sets_the_ttl(store, raw):
 async def test_redis_skips_trees_over_the_size_cap(redis_url, raw):
     store = RedisTreeStore(redis_url, ttl_s=600, max_tree_bytes=50_000)
     try:
-        tid = tree_key("fp", "beam", {}, [8])
+        tid = tree_key(SECRET, "fp", "beam", {}, [8])
         await store.put(tid, realistic_tree(depth=1))
         assert await store.get(tid) is not None
         skipped = metric("deliberate_tree_cache_skipped_total", store="redis")
@@ -239,8 +245,25 @@ async def test_redis_skips_trees_over_the_size_cap(redis_url, raw):
         await store.close()
 
 
+async def test_replicas_sharing_redis_share_one_tree_secret(redis_url, raw):
+    await raw.delete("deliberate:tree:secret")
+    a, b = RedisTreeStore(redis_url), RedisTreeStore(redis_url)
+    try:
+        secret = await a.shared_secret()
+        assert len(secret) == 32 and await b.shared_secret() == secret == await a.shared_secret()
+    finally:
+        await a.close()
+        await b.close()
+    unreachable = RedisTreeStore("redis://127.0.0.1:1/0")
+    try:  # a secret of its own, not a failure
+        assert len(await unreachable.shared_secret()) == 32
+    finally:
+        await unreachable.close()
+    assert await MemoryTreeStore().shared_secret() != await MemoryTreeStore().shared_secret()
+
+
 async def test_redis_ignores_a_value_it_cannot_decode(store, raw):
-    tid = tree_key("fp", "beam", {}, [9])
+    tid = tree_key(SECRET, "fp", "beam", {}, [9])
     await raw.set("deliberate:tree:" + tid, b"Zthis is not zlib")
     errors = metric("deliberate_tree_cache_errors_total", store="redis", op="decode")
     assert await store.get(tid) is None
@@ -337,8 +360,8 @@ async def eventually_works(store: RedisTreeStore, tid: str, tree: dict) -> None:
 
 
 async def test_redis_down_degrades_and_recovers(redis_server, redis_url, store, caplog):  # noqa: F811
-    caplog.set_level(logging.WARNING, logger="server.tree_store")
-    tid = tree_key("fp", "beam", {}, [10])
+    caplog.set_level(logging.WARNING, logger="deliberate.tree_store")
+    tid = tree_key(SECRET, "fp", "beam", {}, [10])
     tree = realistic_tree(depth=1)
     await store.put(tid, tree)
     assert await store.get(tid) == tree
@@ -372,7 +395,7 @@ async def test_redis_down_degrades_and_recovers(redis_server, redis_url, store, 
 
 
 async def test_redis_slow_degrades_within_the_socket_timeout(redis_server, redis_url, store):  # noqa: F811
-    tid = tree_key("fp", "beam", {}, [11])
+    tid = tree_key(SECRET, "fp", "beam", {}, [11])
     tree = {"root": {"token_ids": [1], "children": []}}
     await store.put(tid, tree)
     redis_server.pause()  # accepts connections, answers nothing

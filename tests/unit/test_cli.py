@@ -6,7 +6,10 @@ import argparse
 import pytest
 
 from server.cli import build_parser, plugins_with_deliberate
-from server.plugin import RECORDER, critic_engine_args, deliberate_args, parse_aliases, parse_search_spec, records_self_certainty
+from server.plugin import (
+    RECORDER, DeliberateState, critic_engine_args, deliberate_args, parse_aliases, parse_effort_searches,
+    parse_search_spec, records_self_certainty,
+)
 
 
 def serve_args(*flags: str):
@@ -103,3 +106,19 @@ def test_answer_samples_keep_the_requests_constraints_and_the_search_sets_its_ow
     assert answer.structured_outputs.json == {"type": "object"}
     judge = sampling_params_from_spec(SamplingSpec(n=1, max_tokens=1, temperature=0.0), request)
     assert judge.logit_bias is None and judge.structured_outputs is None and judge.stop_token_ids == []
+
+
+def test_reasoning_effort_chooses_a_search_from_the_operators_table():
+    table = parse_effort_searches(["high=best_of_n,n=4", "xhigh=mcts,iterations=8"])
+    assert table["low"] is None and table["medium"]["strategy"] == "self_consistency"
+    assert table["high"] == {"strategy": "best_of_n", "n": 4} and table["xhigh"]["iterations"] == 8
+    with pytest.raises(SystemExit, match="LEVEL"):
+        parse_effort_searches(["extreme=mcts"])
+    state = DeliberateState(None, None, "m", {"m-sc": {"strategy": "self_consistency", "n": 4}},
+                            {"strategy": "best_of_n"}, None, None, table)
+    assert state.effective_search("m", None, "high") == {"strategy": "best_of_n", "n": 4}
+    assert state.effective_search("m", None, "low") is None  # plain, over the default search
+    assert state.effective_search("m", None, None) == {"strategy": "best_of_n"}
+    assert state.effective_search("m-sc", None, "high") == {"strategy": "self_consistency", "n": 4}  # alias first
+    assert state.effective_search("m", {"n": 2}, "high") == {"strategy": "best_of_n", "n": 2}
+    assert state.effective_search("m", {"strategy": "mcts"}, "medium") == {"strategy": "mcts"}

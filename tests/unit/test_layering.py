@@ -23,7 +23,7 @@ def imported_top_packages(path: Path) -> set[str]:
 @pytest.mark.parametrize("package, forbidden", [
     ("search", SERVER_STACK | {"scorers"}),
     ("scorers", SERVER_STACK),
-    ("server", {"bench"}),
+    ("server", {"bench", "tests"}),
 ])
 def test_imports(package, forbidden):
     files = sorted((ROOT / package).glob("*.py"))

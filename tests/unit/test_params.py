@@ -96,3 +96,12 @@ def test_step_search_defaults():
     critic = parse_params("critic", {"step_delimiter": "\n"})
     assert (critic.beam_width, critic.k, critic.max_steps, critic.max_revisions,
             critic.accept_threshold, critic.step_delimiter) == (2, 2, 8, 1, 0.5, "\n")
+
+
+def test_errors_quote_at_most_200_characters_of_client_input():
+    long = "x" * 5000
+    for strategy, raw in ((None, {"strategy": long}), ("best_of_n", {"n": long}), ("best_of_n", {long: 1}),
+                          ("mcts", {"step_delimiter": long})):
+        with pytest.raises(InvalidSearchParam) as caught:
+            parse_params(strategy, raw)
+        assert len(str(caught.value)) < 500 and "x" * 201 not in str(caught.value)

@@ -40,3 +40,19 @@ def test_every_strategy_schema_publishes_the_serving_options():
         assert SERVING_KEYS <= set(variant["properties"])
         assert variant["properties"]["cache"]["default"] is True
         assert variant["properties"]["budget_tokens"]["minimum"] == 1
+
+
+def test_the_cost_cap_refuses_what_it_cannot_bound_and_budgets_the_rest():
+    capped = SearchService(SimpleNamespace(records_self_certainty=True, max_logprobs=20), tree_store=None,
+                           max_search_tokens=4096)
+    assert capped.plan({"strategy": "best_of_n", "n": 8}, None, 512).options.budget_tokens == 4096
+    assert capped.plan({"strategy": "mcts", "budget_tokens": 100}, None).options.budget_tokens == 100
+    with pytest.raises(SearchRequestError) as caught:
+        capped.plan({"strategy": "best_of_n", "n": 16}, None, 512)
+    assert caught.value.parameter == "search.n" and "--max-search-tokens" in str(caught.value)
+    with pytest.raises(SearchRequestError) as caught:
+        capped.plan({"strategy": "mcts", "budget_tokens": 5000}, None)
+    assert caught.value.parameter == "search.budget_tokens"
+    # A budget the client set bounds the search however wide it is.
+    assert capped.plan({"strategy": "best_of_n", "n": 64, "budget_tokens": 4000}, None, 2048).options.budget_tokens == 4000
+    assert SERVICE.plan({"strategy": "best_of_n", "n": 64}, None, 2048).options.budget_tokens is None

@@ -1,0 +1,199 @@
+"""Load and faults against the real server: 64 clients, mixed plain and searched requests, for a
+while per scenario, with Redis healthy, restarted, frozen and slowed mid-run, and a SIGTERM
+under load at the end. Per scenario: requests answered, refused (429), failed (5xx or no
+answer), latency, searches that ran uncached, the slowest /health, and the server's RSS after
+100 and after 1,000 requests.
+
+    python -m bench.soak                       # `make soak`; writes bench/results/soak.json
+    python -m bench.soak --duration 20 --clients 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.overhead import PROJECT_ROOT, ServerProcess, engine_counters, free_port
+from tests.redis_server import start_redis_server
+
+API_KEY = "soak-key"
+QUESTIONS = [f"What is {a} + {b}? Answer with the number." for a, b in zip(range(3, 23), range(7, 27))]
+SCENARIOS = ("healthy", "redis restarted", "redis frozen 3 s", "redis slowed", "sigterm under load")
+
+
+class Tally:
+    def __init__(self):
+        self.latencies: list[float] = []
+        self.statuses: dict[str, int] = {}
+        self.health_max_s = 0.0
+
+    def add(self, status: str, latency: float | None = None) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if latency is not None:
+            self.latencies.append(latency)
+
+    def row(self, scenario: str, uncached: float) -> dict:
+        latencies = sorted(self.latencies) or [0.0]
+        failed = sum(n for status, n in self.statuses.items() if status.startswith("5") or status == "no answer")
+        return {"scenario": scenario, "requests": sum(self.statuses.values()), "ok": self.statuses.get("200", 0),
+                "429": self.statuses.get("429", 0), "failed": failed, "statuses": self.statuses,
+                "p50_s": round(statistics.median(latencies), 2),
+                "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
+                "max_s": round(latencies[-1], 2), "uncached_searches": uncached,
+                "health_max_s": round(self.health_max_s, 3)}
+
+
+async def client_loop(base: str, tally: Tally, stop_at: float, rng: random.Random, sent: list[int]) -> None:
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {API_KEY}"},
+                                 timeout=120) as http:
+        while time.monotonic() < stop_at:
+            body = {"model": "soak", "messages": [{"role": "user", "content": rng.choice(QUESTIONS)}],
+                    "max_tokens": 16}
+            kind = rng.random()
+            if kind < 0.3:
+                body["search"] = {"strategy": "best_of_n", "n": 4}  # repeated prompts: tree cache hits
+            elif kind < 0.5:
+                body["search"] = {"strategy": "self_consistency", "n": 4, "cache": False}
+            started = time.monotonic()
+            try:
+                response = await http.post("/v1/chat/completions", json=body)
+            except httpx.HTTPError:
+                tally.add("no answer")
+                await asyncio.sleep(0.5)
+                continue
+            sent[0] += 1
+            tally.add(str(response.status_code), time.monotonic() - started)
+            if response.status_code == 429:
+                await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+
+
+async def health_probe(base: str, tally: Tally, stop_at: float) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        while time.monotonic() < stop_at:
+            started = time.monotonic()
+            try:
+                await http.get("/health")
+            except httpx.HTTPError:
+                pass
+            tally.health_max_s = max(tally.health_max_s, time.monotonic() - started)
+            await asyncio.sleep(0.5)
+
+
+async def fault(scenario: str, redis, server: ServerProcess, duration: float) -> None:
+    third = duration / 3
+    await asyncio.sleep(third)
+    if scenario == "redis restarted":
+        redis.stop()
+        await asyncio.sleep(third)
+        redis.start()
+    elif scenario == "redis frozen 3 s":
+        redis.pause()
+        await asyncio.sleep(3)
+        redis.resume()
+    elif scenario == "redis slowed":
+        until = time.monotonic() + third
+        while time.monotonic() < until:  # answers, but only in 0.2 s windows every 0.5 s
+            redis.pause()
+            await asyncio.sleep(0.3)
+            redis.resume()
+            await asyncio.sleep(0.2)
+    elif scenario == "sigterm under load":
+        os.killpg(server.process.pid, signal.SIGTERM)
+
+
+def uncached_searches(base: str) -> float:
+    try:
+        return engine_counters(base, "deliberate_searches_uncached_total")["deliberate_searches_uncached_total"]
+    except httpx.HTTPError:
+        return float("nan")
+
+
+async def run_scenario(scenario: str, args, base: str, redis, server: ServerProcess, sent: list[int],
+                       rss: dict) -> dict:
+    tally = Tally()
+    errors_before = uncached_searches(base)
+    stop_at = time.monotonic() + args.duration
+    rng = random.Random(args.seed)
+    tasks = [asyncio.create_task(client_loop(base, tally, stop_at, random.Random(rng.random()), sent))
+             for _ in range(args.clients)]
+    tasks.append(asyncio.create_task(health_probe(base, tally, stop_at)))
+    tasks.append(asyncio.create_task(fault(scenario, redis, server, args.duration)))
+
+    async def watch_rss():
+        while time.monotonic() < stop_at:
+            for mark in (100, 1000):
+                if sent[0] >= mark and mark not in rss:
+                    rss[mark] = server.sampler.latest_bytes
+            await asyncio.sleep(0.5)
+
+    tasks.append(asyncio.create_task(watch_rss()))
+    await asyncio.gather(*tasks)
+    errors_after = uncached_searches(base) if scenario != "sigterm under load" else float("nan")
+    row = tally.row(scenario, errors_after - errors_before)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+async def soak(args) -> dict:
+    redis = start_redis_server()
+    port = free_port()
+    log_path = Path(args.out).with_suffix(".server.log")
+    command = [sys.executable, "-m", "server", "serve", "default", "--host", "127.0.0.1", "--port", str(port),
+               "--served-model-name", "soak", "--max-model-len", "2048", "--enforce-eager", "--dtype", "bfloat16",
+               "--redis-url", redis.url, "--api-key", API_KEY, "--max-concurrent-searches",
+               str(args.max_concurrent_searches), "--max-queued-searches", str(args.max_queued_searches),
+               "--shutdown-timeout", str(args.shutdown_timeout)]
+    rows, rss, sent = [], {}, [0]
+    try:
+        with ServerProcess("deliberate", command, port, log_path) as server:
+            server.wait_healthy(600)
+            for scenario in SCENARIOS:
+                rows.append(await run_scenario(scenario, args, server.base_url, redis, server, sent, rss))
+    finally:
+        redis.close()
+    return {"command": command, "clients": args.clients, "duration_s": args.duration, "rows": rows,
+            "rss_mib_after": {str(mark): round(value / 2**20, 1) for mark, value in rss.items()}}
+
+
+def table(result: dict) -> str:
+    lines = ["| scenario | requests | ok | 429 | failed | p50 (s) | p95 (s) | max (s) | uncached searches | slowest /health (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        lines.append(f"| {row['scenario']} | {row['requests']} | {row['ok']} | {row['429']} | {row['failed']} | "
+                     f"{row['p50_s']} | {row['p95_s']} | {row['max_s']} | {row['uncached_searches']:g} | "
+                     f"{row['health_max_s']} |")
+    rss = result["rss_mib_after"]
+    if "100" in rss and "1000" in rss:
+        lines.append(f"\nRSS of the server's process tree: {rss['100']} MiB after 100 requests, {rss['1000']} MiB "
+                     f"after 1,000 ({rss['1000'] / rss['100']:.3f}x).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per scenario")
+    parser.add_argument("--max-concurrent-searches", type=int, default=4)
+    parser.add_argument("--max-queued-searches", type=int, default=16)
+    parser.add_argument("--shutdown-timeout", type=int, default=10, help="vLLM's drain on SIGTERM, seconds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(PROJECT_ROOT / "bench" / "results" / "soak.json"))
+    args = parser.parse_args(argv)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    result = asyncio.run(soak(args))
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
