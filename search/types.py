@@ -340,12 +340,12 @@ class SearchContext:
 class SearchResult:
     """What a strategy returns: the chosen one, everything it weighed, and what it cost.
 
-    When the budget ran out before anything was generated, `the_one` is an empty candidate,
+    When the budget ran out before anything was generated, `chosen` is an empty candidate,
     `candidates` is empty and `selected_index` is -1.
     """
 
     strategy: str
-    the_one: Candidate
+    chosen: Candidate
     selected_index: int
     candidates: list[Candidate]
     usage: Usage

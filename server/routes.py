@@ -132,7 +132,7 @@ def answer_outputs(generator, outcome: SearchOutcome, job: SearchJob, delta: boo
     """The chosen candidate as the engine would have returned it: one final output, or
     token-sized deltas for a stream."""
     result = outcome.result
-    sample = result.the_one.sample
+    sample = result.chosen.sample
     finish = sample.finish_reason or ("length" if result.truncated else "stop")
     pieces = list(answer_pieces(generator, sample.token_ids, sample.text)) if delta else [(sample.text, sample.token_ids)]
     pieces = pieces or [("", [])]

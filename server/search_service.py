@@ -121,7 +121,7 @@ class SearchOutcome:
 
     def report(self, return_trace: bool) -> dict[str, Any]:
         """The `search` object of the response."""
-        result, chosen = self.result, self.result.the_one
+        result, chosen = self.result, self.result.chosen
         report = {
             "strategy": result.strategy, "tree_id": self.tree_id, "cache_hit": self.cache_hit,
             "candidates": len(result.candidates), "selected_index": result.selected_index,
@@ -308,7 +308,7 @@ def sampling_key(sampling: SamplingParams) -> dict[str, Any]:
 
 
 def stored_entry(result: SearchResult, job: SearchJob, spent_tokens: int) -> dict:
-    chosen = result.the_one
+    chosen = result.chosen
     return {
         "tree": result.tree, "strategy": result.strategy, "budget_tokens": job.plan.options.budget_tokens,
         "spent_tokens": spent_tokens, "grown_by": REPLICA, "scope": job.scope,

@@ -32,7 +32,7 @@ async def test_budget_shortens_the_call_and_marks_the_result_truncated():
 
 def assert_empty_and_truncated(result):
     assert result.truncated
-    assert result.the_one.sample.text == "" and result.candidates == []
+    assert result.chosen.sample.text == "" and result.candidates == []
     assert result.selected_index == -1
     assert result.usage.completion_tokens == 0 and result.usage.engine_calls == 0
 
@@ -70,7 +70,7 @@ async def test_adaptive_vote_returns_what_it_drew_before_the_budget_ran_out():
     result = await self_consistency.run(ctx, SelfConsistencyParams(n=12, adaptive=True))
     assert result.truncated
     assert len(result.candidates) == 4
-    assert result.the_one.answer == "2"
+    assert result.chosen.answer == "2"
     assert result.usage.completion_tokens <= 6
     assert result.trace[-2]["step"] == "truncated"
 

@@ -28,7 +28,7 @@ async def test_the_beam_keeps_the_best_cumulative_scores_not_the_best_last_step(
     # Products after two steps: a1 b1 0.81, a2 b3 0.57, a1 b2 0.495, a2 b4 0.42.
     beams = [step["open"] for step in result.trace if step["step"] == "beams"]
     assert beams[:2] == [["0", "1"], ["0.0", "1.0"]]
-    assert result.the_one.sample.text == "a1\n\nb1\n\nThe answer is 5."
+    assert result.chosen.sample.text == "a1\n\nb1\n\nThe answer is 5."
     assert [c.sample.text for c in result.candidates] == ["a1\n\nb1\n\nThe answer is 5.",
                                                           "a2\n\nb3\n\nThe answer is 6."]
     assert [c.score for c in result.candidates] == pytest.approx([0.9 * 0.9 * 0.9, 0.6 * 0.95 * 0.9])
@@ -45,7 +45,7 @@ async def test_a_finished_beam_that_outranks_every_open_one_ends_the_search():
     generator = ScriptedGenerator(by_prompt_suffix({"": ["The answer is 5.", "Think.\n\n"]}))
     ctx = search_context(generator, critic=ScriptedCritic({"The answer is 5.": 0.9, "Think.": 0.6}))
     result = await critic.run(ctx, CriticParams(include_greedy=False))
-    assert len(generator.calls) == 1 and result.the_one.answer == "5"
+    assert len(generator.calls) == 1 and result.chosen.answer == "5"
 
 
 REVISION = {
@@ -78,7 +78,7 @@ async def test_a_rejected_step_is_critiqued_and_revised(revised_score, expected)
     assert (revise["node"], revise["revision"], revise["score"]) == ("0", "1", revised_score)
     assert [child["text"] for child in result.tree["root"]["children"]] == ["Wrong step.\n\n",
                                                                            "Right step.\n\n"]
-    assert result.the_one.sample.text == expected
+    assert result.chosen.sample.text == expected
 
 
 @pytest.mark.asyncio

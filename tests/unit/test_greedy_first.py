@@ -112,21 +112,21 @@ async def test_when_every_answer_has_one_vote_the_greedy_one_wins():
     result, generator = await consistency(["2", "3", "4"], n=4)
     assert shape(generator) == [(1, 0.0), (3, 0.3)]
     assert result.selected_index == 0
-    assert result.the_one.sample.text == GREEDY_TEXT and result.the_one.answer == "1"
+    assert result.chosen.sample.text == GREEDY_TEXT and result.chosen.answer == "1"
     assert [c.votes for c in result.candidates] == pytest.approx([0.25] * 4)
 
 
 @pytest.mark.asyncio
 async def test_a_tie_between_two_answers_falls_to_the_greedy_one():
     result, _ = await consistency(["2", "2", "1"], n=4)
-    assert result.selected_index == 0 and result.the_one.answer == "1"
+    assert result.selected_index == 0 and result.chosen.answer == "1"
 
 
 @pytest.mark.asyncio
 async def test_a_majority_of_two_beats_the_greedy_answer():
     result, _ = await consistency(["2", "2", "3"], n=4)
     assert result.selected_index == 1
-    assert result.the_one.answer == "2"
+    assert result.chosen.answer == "2"
     assert result.candidates[0].answer == "1"
     assert [c.votes for c in result.candidates] == pytest.approx([0.25, 0.5, 0.5, 0.25])
 
@@ -143,7 +143,7 @@ async def test_a_greedy_sample_without_an_answer_wins_nothing():
     assert result.candidates[0].sample.text == "no idea"
     assert result.candidates[0].answer is None and result.candidates[0].votes == 0.0
     # With no vote of its own, the greedy sample leaves the tie to the first sampled answer.
-    assert result.selected_index == 1 and result.the_one.answer == "2"
+    assert result.selected_index == 1 and result.chosen.answer == "2"
 
 
 # (d) adaptive self-consistency: the greedy sample is in the first batch only
@@ -187,7 +187,7 @@ async def test_without_include_greedy_one_request_is_sent():
     result, generator = await consistency(["2", "3", "4", "5"], n=4, include_greedy=False)
     assert shape(generator) == [(4, 0.3)]
     assert GREEDY_TEXT not in [c.sample.text for c in result.candidates]
-    assert result.selected_index == 0 and result.the_one.answer == "2"
+    assert result.selected_index == 0 and result.chosen.answer == "2"
 
     generator = ScriptedGenerator(greedy_and_sampled(["2", "3", "4"]))
     ctx = search_context(generator, scorer=MeanLogprobScorer())

@@ -135,7 +135,7 @@ def context(generator=None, **kw):
 async def test_the_answer_is_the_whole_path_and_candidates_are_the_finished_paths():
     generator, ctx = context()
     result = await mcts.run(ctx, MCTSParams(iterations=16, final="highest_value", include_greedy=False))
-    chosen = result.the_one
+    chosen = result.chosen
     assert chosen.sample.text == "Add 2 and 3.\n\nSo 2 + 3 = 5.\n\nThe answer is 5."
     assert chosen.sample.token_ids == [ord(ch) for ch in chosen.sample.text]
     assert len(chosen.sample.logprobs) == len(chosen.sample.token_ids)
@@ -158,10 +158,10 @@ async def test_the_answer_is_the_whole_path_and_candidates_are_the_finished_path
 async def test_the_final_rule_decides_the_answer(final, expected):
     _, ctx = context(scorer=PathScorer({**VALUES, "Guess.\n\nThe answer is 7.": 0.99}))
     result = await mcts.run(ctx, MCTSParams(iterations=32, final=final, include_greedy=False))
-    assert result.the_one.sample.text == expected
+    assert result.chosen.sample.text == expected
     assert len(result.candidates) == 4
     assert result.trace[-1] == {"step": "select", "node": result.trace[-1]["node"], "rule": final,
-                                "answer": result.the_one.answer}
+                                "answer": result.chosen.answer}
 
 
 @pytest.mark.asyncio
@@ -276,10 +276,10 @@ async def test_without_a_finished_path_the_best_path_is_completed_greedily():
     generator, ctx = context()
     result = await mcts.run(ctx, MCTSParams(iterations=1))
     # Only the root was expanded; its children have a visit each and "Add 2 and 3." the best value.
-    assert result.the_one.sample.text == "Add 2 and 3.\n\nSo 2 + 3 = 5.\n\n"
+    assert result.chosen.sample.text == "Add 2 and 3.\n\nSo 2 + 3 = 5.\n\n"
     assert generator.calls[-1][0] == [1, 2, 3] + [ord(ch) for ch in "Add 2 and 3.\n\n"]
     assert generator.calls[-1][1].stop == () and generator.calls[-1][1].temperature == 0.0
-    assert result.candidates == [result.the_one] and not result.truncated
+    assert result.candidates == [result.chosen] and not result.truncated
 
 
 @pytest.mark.asyncio
@@ -301,7 +301,7 @@ async def test_a_stored_tree_continues_where_it_stopped():
     generator, ctx = context()
     again = await mcts.run(ctx, MCTSParams(iterations=8), tree=Tree.from_dict(resumed.tree))
     assert generator.calls == [] and again.tree == resumed.tree
-    assert again.the_one.sample.text == resumed.the_one.sample.text
+    assert again.chosen.sample.text == resumed.chosen.sample.text
 
 
 @pytest.mark.asyncio

@@ -166,7 +166,7 @@ async def test_usage_never_exceeds_the_budget_and_running_out_says_truncated(nam
     if result.usage.completion_tokens < unlimited.usage.completion_tokens:
         assert result.truncated
         assert any(step["step"] == "truncated" for step in result.trace)
-    assert not unlimited.truncated and unlimited.the_one.answer in ("5", "7")
+    assert not unlimited.truncated and unlimited.chosen.answer in ("5", "7")
 
 
 @pytest.mark.asyncio
@@ -177,7 +177,7 @@ async def test_with_a_few_tokens_left_the_answer_is_what_a_greedy_call_affords(n
     ctx = search_context(generator, scorer=PathScorer({}), critic=ScriptedCritic({}), budget_tokens=1)
     result = await STRATEGIES[name].run(ctx, STRATEGIES[name].params())
     assert result.truncated and result.usage.completion_tokens == 1
-    assert result.the_one.sample.text == "A" and result.the_one.sample.finish_reason == "length"
+    assert result.chosen.sample.text == "A" and result.chosen.sample.finish_reason == "length"
     assert [spec.temperature for _, spec in generator.calls] == [0.0]
 
 

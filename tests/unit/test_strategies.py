@@ -183,7 +183,7 @@ async def test_majority_groups_equivalent_answers():
                                         SelfConsistencyParams(n=4, include_greedy=False))
     assert result.selected_index == 1
     assert [c.votes for c in result.candidates] == pytest.approx([0.25, 0.75, 0.75, 0.75])
-    assert result.the_one.answer == "1000"
+    assert result.chosen.answer == "1000"
     assert len(generator.calls) == 1
     assert not generator.calls[0][1].chosen_logprobs  # a vote reads no logprobs: vLLM skips them
 
@@ -204,7 +204,7 @@ async def test_unparseable_answers_do_not_vote():
     assert [c.votes for c in result.candidates] == pytest.approx([0.0, 1 / 3, 0.0])
     generator = ScriptedGenerator([sample("no idea"), sample("none")])
     result = await self_consistency.run(search_context(generator), SelfConsistencyParams(n=2))
-    assert result.selected_index == 0 and result.the_one.votes == 0.0
+    assert result.selected_index == 0 and result.chosen.votes == 0.0
 
 
 @pytest.mark.asyncio
@@ -215,7 +215,7 @@ async def test_adaptive_stops_once_the_vote_is_settled():
     assert len(full_generator.calls) == 1
     # After 4 votes the other 8 could still win; after 8, the last 4 could not.
     assert [spec.n for _, spec in adaptive_generator.calls] == [4, 4]
-    assert adaptive.the_one.answer == full.the_one.answer
+    assert adaptive.chosen.answer == full.chosen.answer
     assert adaptive.usage.completion_tokens < full.usage.completion_tokens
     assert any(step["step"] == "early_stop" for step in adaptive.trace)
 
@@ -235,7 +235,7 @@ def test_settled_means_no_remaining_votes_can_change_the_winner():
 async def test_adaptive_stops_after_one_batch_when_it_already_decides():
     result, generator = await vote(["5"] * 8, adaptive=True, batch_size=4, include_greedy=False)
     assert [spec.n for _, spec in generator.calls] == [4]
-    assert result.the_one.answer == "5" and len(result.candidates) == 4
+    assert result.chosen.answer == "5" and len(result.candidates) == 4
 
 
 @pytest.mark.asyncio
