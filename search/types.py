@@ -198,6 +198,10 @@ class Budget:
             return None
         return max(0, self.max_tokens - self.spent_tokens - self.reserved_tokens)
 
+    def time_left(self) -> float | None:
+        """Seconds to the deadline (None: no deadline)."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
     def check(self) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise BudgetExhausted("deadline reached")
@@ -248,8 +252,11 @@ class MeteredGenerator:
         self.budget_limited |= affordable.max_tokens < spec.max_tokens
         generated = 0
         try:
-            samples = await self.inner.generate(prompt_ids, affordable)
+            # A call still running at the deadline is cancelled (its engine requests aborted).
+            samples = await asyncio.wait_for(self.inner.generate(prompt_ids, affordable), self.budget.time_left())
             generated = sum(len(s.token_ids) for s in samples)
+        except TimeoutError:
+            raise BudgetExhausted("deadline reached") from None
         finally:
             self.budget.settle(affordable, generated)
         self.usage.completion_tokens += generated

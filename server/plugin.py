@@ -84,13 +84,16 @@ def add_deliberate_args(parser) -> None:
     group.add_argument("--max-search-tokens", type=int, metavar="TOKENS",
                        help="The most tokens one search may ask for: search.n x max_tokens and "
                        "search.budget_tokens (default: no cap); more is a 400.")
+    group.add_argument("--max-search-seconds", type=float, metavar="SECONDS",
+                       help="The longest a search may run (a request's search.deadline_s may ask for less): then it "
+                       "answers with the best it has, marked truncated (default: no limit).")
     group.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, metavar="BYTES",
                        help=f"Request bodies over this size get 413 (default {DEFAULT_MAX_REQUEST_BYTES}).")
 
 
 DELIBERATE_DESTS = ("alias", "reasoning_effort_search", "default_search", "redis_url", "tree_cache_ttl", "tree_cache_entries",
                     "critic_model", "critic_gpu_memory_utilization", "tree_secret", "tree_cache_scope", "max_concurrent_searches",
-                    "max_queued_searches", "max_search_tokens", "max_request_bytes")
+                    "max_queued_searches", "max_search_tokens", "max_search_seconds", "max_request_bytes")
 
 
 def deliberate_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -245,7 +248,8 @@ class DeliberatePlugin:
                                  max_connections=4 * limits.max_running + 16)
         secret = options.tree_secret.encode() if options.tree_secret else await store.shared_secret()
         service = SearchService(generator, store, critic, options.max_search_tokens, secret,
-                                scoped_trees=options.tree_cache_scope == "key")
+                                scoped_trees=options.tree_cache_scope == "key",
+                                max_search_seconds=options.max_search_seconds)
         searching = SearchingEngineClient(engine_client, service)
         state.deliberate = DeliberateState(service, Admission(limits), root_name, aliases, default_search,
                                            searching_copy(state.openai_serving_chat, searching),

@@ -53,6 +53,10 @@ class ServingOptions:
     cache: bool = documented(True, "Serve from and store in the tree cache.")
     tree_id: str | None = documented(None, "Resume or re-read the stored tree of an earlier identical search.")
     return_trace: bool = documented(False, "Add the search's trace to the report.")
+    deadline_s: float | None = bounded(
+        None, 0.0, 86400.0, low_inclusive=False,
+        doc="Seconds the search may take: then it answers with the best it has, truncated, and engine work still "
+            "running is aborted.")
 
     def __post_init__(self) -> None:
         for declared in fields(self):
@@ -129,6 +133,7 @@ class SearchOutcome:
             "answer_tokens": len(chosen.sample.token_ids), "truncated": result.truncated,
             "elapsed_s": round(self.elapsed_s, 3), "engine_calls": result.usage.engine_calls,
             "served_by": REPLICA, "grown_by": self.grown_by,
+            "truncated_reason": truncated_reason(result),
         }
         if return_trace:
             report["trace"] = result.trace
@@ -140,13 +145,14 @@ class SearchService:
 
     def __init__(self, generator: VLLMGenerator, tree_store: TreeStore, critic: VLLMGenerator | None = None,
                  max_search_tokens: int | None = None, tree_secret: bytes | None = None,
-                 scoped_trees: bool = True):
+                 scoped_trees: bool = True, max_search_seconds: float | None = None):
         self.generator = generator
         self.tree_store = tree_store
         self.critic = critic
         self.max_search_tokens = max_search_tokens
         self.tree_secret = tree_secret or secrets.token_bytes(32)
         self.scoped_trees = scoped_trees
+        self.max_search_seconds = max_search_seconds
 
     def scope_for(self, api_key: str | None) -> str:
         """The tree scope of a client: its API key's, or one for all under --tree-cache-scope global."""
@@ -254,10 +260,15 @@ class SearchService:
         return tree_key(self.tree_secret, self.generator.fingerprint, job.plan.strategy, shaping, list(job.prompt_ids),
                         job.scope)
 
+    def deadline(self, options: ServingOptions) -> float | None:
+        """When a search starting now must answer: its deadline_s, at most --max-search-seconds."""
+        limits = [limit for limit in (options.deadline_s, self.max_search_seconds) if limit is not None]
+        return time.monotonic() + min(limits) if limits else None
+
     async def _grow(self, job: SearchJob, progress, tree: Tree | None, budget_tokens: int | None) -> SearchResult:
         plan = job.plan
         generator = MeteredGenerator(self.generator.for_request(job.sampling, job.request_id),
-                                     Budget(max_tokens=budget_tokens))
+                                     Budget(max_tokens=budget_tokens, deadline=self.deadline(plan.options)))
         ctx = SearchContext(
             question=job.question, prompt_ids=list(job.prompt_ids), generator=generator,
             answers=job.answer_extractor(), scorer=plan.scorer,
@@ -307,11 +318,20 @@ def sampling_key(sampling: SamplingParams) -> dict[str, Any]:
     return key
 
 
+def truncated_reason(result: SearchResult) -> str | None:
+    """Why a truncated search stopped ("deadline reached", "token budget spent", ...)."""
+    if not result.truncated:
+        return None
+    reasons = [step["reason"] for step in result.trace or () if step.get("step") == "truncated"]
+    return reasons[-1] if reasons else "an answer cut at its max_tokens"
+
+
 def stored_entry(result: SearchResult, job: SearchJob, spent_tokens: int) -> dict:
     chosen = result.chosen
     return {
         "tree": result.tree, "strategy": result.strategy, "budget_tokens": job.plan.options.budget_tokens,
         "spent_tokens": spent_tokens, "grown_by": REPLICA, "scope": job.scope,
+        "truncated_reason": truncated_reason(result),
         "truncated": result.truncated, "selected_index": result.selected_index,
         "candidates": len(result.candidates), "usage": asdict(result.usage), "trace": result.trace,
         "answer": {"text": chosen.sample.text, "token_ids": chosen.sample.token_ids,
@@ -328,6 +348,8 @@ def answer_from_store(entry: dict | None, plan: SearchPlan) -> SearchResult | No
     budget_tokens = plan.options.budget_tokens
     if entry["truncated"] and (budget_tokens is None or (entry["budget_tokens"] or 0) < budget_tokens):
         return None
+    if entry.get("truncated_reason") == "deadline reached":
+        return None  # cut by time, not by its budget: another run may grow it further
     answer = entry["answer"]
     sample = Sample(token_ids=answer["token_ids"], text=answer["text"], logprobs=[],
                     finish_reason=answer["finish_reason"])

@@ -174,3 +174,9 @@ def test_reasoning_effort_applies_the_operators_search(client, http):
     card = next(card for card in http.get("/v1/models").json()["data"] if card["id"] == MODEL)
     assert card["reasoning_effort_searches"]["high"] == {"strategy": "mcts"}
     assert card["reasoning_effort_searches"]["low"] is None
+
+
+def test_a_deadline_answers_with_what_the_search_has(client):
+    response = searched(client, {"strategy": "mcts", "deadline_s": 1.0, "cache": False}, max_tokens=200)
+    report = response.model_extra["search"]
+    assert report["truncated"] and report["truncated_reason"] == "deadline reached", report

@@ -126,3 +126,30 @@ async def test_reservations_are_released_when_a_call_fails():
     with pytest.raises(RuntimeError):
         await metered.generate([1], SamplingSpec(n=2, max_tokens=10))
     assert metered.budget.reserved_tokens == 0 and metered.budget.remaining() == 100
+
+
+@pytest.mark.asyncio
+async def test_a_call_running_at_the_deadline_is_cancelled_and_the_search_answers_with_what_it_has():
+    """Adaptive self-consistency: the first batch comes back at once, the second hangs past the
+    deadline; the hanging call is cancelled (the engine's requests aborted) and the vote stands."""
+    cancelled = asyncio.Event()
+    answered = [sample("The answer is 7."), sample("The answer is 7.")]
+
+    async def slow_second_call(prompt_ids, spec):
+        if not answered:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        return [answered.pop(0) for _ in range(spec.n)]
+
+    generator = ScriptedGenerator([])
+    generator.generate = slow_second_call
+    ctx = search_context(generator, deadline=time.monotonic() + 0.3)
+    started = time.monotonic()
+    result = await self_consistency.run(ctx, SelfConsistencyParams(n=6, adaptive=True, batch_size=2,
+                                                                   include_greedy=False))
+    assert time.monotonic() - started < 5 and cancelled.is_set()
+    assert result.truncated and result.chosen.answer == "7" and len(result.candidates) == 2
+    assert [step["reason"] for step in result.trace if step["step"] == "truncated"] == ["deadline reached"]
