@@ -91,17 +91,17 @@ def add_deliberate_args(parser) -> None:
                        help=f"Request bodies over this size get 413 (default {DEFAULT_MAX_REQUEST_BYTES}).")
 
 
-DELIBERATE_DESTS = ("alias", "reasoning_effort_search", "default_search", "redis_url", "tree_cache_ttl", "tree_cache_entries",
-                    "critic_model", "critic_gpu_memory_utilization", "tree_secret", "tree_cache_scope", "max_concurrent_searches",
-                    "max_queued_searches", "max_search_tokens", "max_search_seconds", "max_request_bytes")
+def deliberate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=ARGS_ENV, add_help=False)
+    add_deliberate_args(parser)
+    return parser
 
 
 def deliberate_args(args: argparse.Namespace) -> argparse.Namespace:
     """deliberate's flags: from `deliberate serve`'s namespace, else from DELIBERATE_ARGS."""
-    if all(hasattr(args, dest) for dest in DELIBERATE_DESTS):
+    parser = deliberate_parser()
+    if all(hasattr(args, action.dest) for action in parser._actions):
         return args
-    parser = argparse.ArgumentParser(prog=ARGS_ENV, add_help=False)
-    add_deliberate_args(parser)
     return parser.parse_args(shlex.split(os.environ.get(ARGS_ENV, "")))
 
 
