@@ -11,7 +11,13 @@ tests run against one server started beforehand (vLLM's or deliberate's) with th
 
 or all of it in one go, one server at a time (about an hour here):
 
-    python -m bench.vllm_suite both --out-dir bench/results/vllm_suite
+    python -m bench.vllm_suite both --out-dir bench/results/vllm_suite --server-only
+
+Sampled outcomes (a test that checks what the model happened to write) differ between two runs
+of the same server, as batches form differently; `--times K` with test ids after `--` runs them K
+times on each server and compares pass rates:
+
+    python -m bench.vllm_suite both --out-dir DIR --times 10 -- tests/entrypoints/openai/...::test_x
 
 `run` copies the sdist's tests into a scratch directory (the sdist's `vllm/` source must not shadow
 the installed package) and runs pytest there with `bench/vllm_suite_plugin.py`, which attaches the
@@ -167,18 +173,38 @@ def both(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     commands = server_commands(args.model or default_model_dir(), args.vllm_port, args.deliberate_port)
     ports = {"vllm": args.vllm_port, "deliberate": args.deliberate_port}
-    for name in ("vllm", "deliberate"):
+    reports = {"vllm": [], "deliberate": []}
+    for name in reports:
         url = f"http://127.0.0.1:{ports[name]}"
         server = start_server(commands[name], url, out_dir / f"{name}.log")
         try:
-            returncode = run(argparse.Namespace(url=url, out=str(out_dir / f"{name}.json"), vllm_src=args.vllm_src,
-                                                model=args.model, server_only=args.server_only,
-                                                collect_only=False, pytest_args=args.pytest_args))
+            for round_index in range(args.times):
+                report = out_dir / (f"{name}.json" if args.times == 1 else f"{name}-{round_index}.json")
+                returncode = run(argparse.Namespace(url=url, out=str(report), vllm_src=args.vllm_src,
+                                                    model=args.model, server_only=args.server_only,
+                                                    collect_only=False, pytest_args=args.pytest_args))
+                if returncode:
+                    return returncode
+                reports[name].append(report)
         finally:
             stop_server(server)
-        if returncode:
-            return returncode
-    return compare(argparse.Namespace(baseline=str(out_dir / "vllm.json"), candidate=str(out_dir / "deliberate.json")))
+    if args.times == 1:
+        return compare(argparse.Namespace(baseline=str(reports["vllm"][0]), candidate=str(reports["deliberate"][0])))
+    return pass_rates(reports)
+
+
+def pass_rates(reports: dict[str, list[Path]]) -> int:
+    """Each test's passes out of the runs, per server; 1 if vLLM's passed one more often."""
+    tests = {name: [json.loads(path.read_text())["tests"] for path in paths] for name, paths in reports.items()}
+    names = sorted({test for run in tests["vllm"] for test in run})
+    worse = 0
+    print(f"{'vLLM':>6} {'deliberate':>10}  test")
+    for test in names:
+        passed = {name: sum(run.get(test, {}).get("outcome") == "passed" for run in runs)
+                  for name, runs in tests.items()}
+        print(f"{passed['vllm']:>3}/{len(tests['vllm'])} {passed['deliberate']:>7}/{len(tests['deliberate'])}  {test}")
+        worse += passed["deliberate"] < passed["vllm"]
+    return 1 if worse else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                              help="the unpacked vLLM 0.32.0 sdist")
     both_parser.add_argument("--model", help="model directory (default: the embedded model)")
     both_parser.add_argument("--server-only", action="store_true", help="skip the tests that use no server")
+    both_parser.add_argument("--times", type=int, default=1, help="runs per server (then pass rates are compared)")
     both_parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
 
     compare_parser = commands.add_parser("compare", help="tests passed on the first report, not on the second")
