@@ -197,11 +197,17 @@ class DeliberatePlugin:
     required_tasks = ("generate",)
 
     def attach_router(self, app) -> None:
+        from starlette.exceptions import HTTPException as StarletteHTTPException
+        from vllm.entrypoints.serve.exception_handling.handlers.http import http_exception_handler
+
         from server.admission import SearchRejected
         from server.routes import router, search_rejected
 
         app.include_router(router)
         app.add_exception_handler(SearchRejected, search_rejected)
+        # vLLM maps fastapi's HTTPException to the OpenAI error shape, but FastAPI raises
+        # starlette's (its base) for a body it cannot parse: that one got {"detail": ...}.
+        app.add_exception_handler(StarletteHTTPException, http_exception_handler)
         app.add_middleware(RequestBodyGuard, max_bytes=deliberate_args(app.state.args).max_request_bytes)
         vllm_lifespan = app.router.lifespan_context
 

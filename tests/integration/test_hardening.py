@@ -106,3 +106,9 @@ def test_a_search_logs_one_access_line_under_the_clients_request_id(http, server
     lines = [line for line in server_log.read_text().splitlines()
              if "deliberate.access" in line and "probe-7f3a9c" in line]
     assert len(lines) == 1 and "status=200 strategy=best_of_n" in lines[0], lines
+
+
+@pytest.mark.parametrize("path", [CHAT, "/v1/completions", "/tokenize"])
+def test_a_body_that_is_not_json_gets_the_openai_error_shape(http, path):
+    response = http.post(path, content=b"r\xff\xfem", headers={"content-type": "application/json"})
+    assert_error(response, 400)
