@@ -99,11 +99,14 @@ def run(args: argparse.Namespace) -> int:
     workspace = Path(tempfile.mkdtemp(prefix="vllm-suite-"))
     try:
         prepare_workspace(Path(args.vllm_src), workspace)
-        command = [sys.executable, "-m", "pytest", "-p", "bench.vllm_suite_plugin", *TEST_DIRS,
+        # Test paths after `--` replace the default directories rather than add to them.
+        chosen = [arg for arg in args.pytest_args if arg.startswith("tests/")] or TEST_DIRS
+        options = [arg for arg in args.pytest_args if not arg.startswith("tests/")]
+        command = [sys.executable, "-m", "pytest", "-p", "bench.vllm_suite_plugin", *chosen,
                    "--vllm-suite-url", url, "--vllm-suite-model-dir", args.model or default_model_dir(),
                    "--vllm-suite-report", str(out), "-q", "-rN", "-p", "no:cacheprovider",
                    *(["--vllm-suite-server-only"] if args.server_only else []),
-                   *(["--collect-only"] if args.collect_only else []), *args.pytest_args]
+                   *(["--collect-only"] if args.collect_only else []), *options]
         env = dict(os.environ)
         # No network here: a download fails at once instead of retrying. The repository goes on
         # the path after the workspace (pytest's cwd comes first) so `tests` stays vLLM's.
