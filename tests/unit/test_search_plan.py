@@ -56,3 +56,29 @@ def test_the_cost_cap_refuses_what_it_cannot_bound_and_budgets_the_rest():
     # A budget the client set bounds the search however wide it is.
     assert capped.plan({"strategy": "best_of_n", "n": 64, "budget_tokens": 4000}, None, 2048).options.budget_tokens == 4000
     assert SERVICE.plan({"strategy": "best_of_n", "n": 64}, None, 2048).options.budget_tokens is None
+
+
+async def test_an_engine_queue_overflow_inside_a_search_stays_vllms_503():
+    """vLLM answers 503 when its --max-num-queued-reqs queue is full; a search that meets it mid-way
+    must surface that error (vLLM's handler makes it a 503), not a 400 or a 500 of its own."""
+    from vllm import SamplingParams
+    from vllm.exceptions import QueueOverflowError
+
+    from server.search_service import SearchJob
+    from server.tree_store import MemoryTreeStore
+
+    class Overflowing:
+        records_self_certainty, max_logprobs, vocab_size, max_model_len, fingerprint = True, 20, 100, 2048, "fp"
+
+        def for_request(self, sampling, request_id):
+            return self
+
+        async def generate(self, prompt_ids, spec):
+            raise QueueOverflowError()
+
+    service = SearchService(Overflowing(), MemoryTreeStore())
+    plan = service.plan({"strategy": "self_consistency", "n": 2, "cache": False}, None)
+    job = SearchJob(plan, "q", (1, 2, 3), SamplingParams(max_tokens=8), 8, "req-1")
+    with pytest.raises(QueueOverflowError) as caught:
+        await service.run(job)
+    assert caught.value.http_status == 503
