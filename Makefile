@@ -30,7 +30,7 @@ serve: model
 	$(BIN)/deliberate serve --host $(HOST) --port $(PORT) $(ENGINE_ARGS) $(ARGS)
 
 test: model redis
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=10 $(PYTEST_ARGS)
 
 # schemathesis from openapi.yaml against the real server, longer than the pass inside `make test`.
 fuzz: model redis
