@@ -1,7 +1,7 @@
 """Load and faults against the real server: 64 clients, mixed plain and searched requests, for a
 while per scenario, with Redis healthy, restarted, frozen and slowed mid-run, and a SIGTERM
 under load at the end. Per scenario: requests answered, refused (429), failed (5xx or no
-answer), latency, searches that ran uncached, the slowest /health, and the server's RSS after
+answer), connections refused (after SIGTERM), latency, searches that ran uncached, the slowest /health, and the server's RSS after
 100 and after 1,000 requests.
 
     python -m bench.soak                       # `make soak`; writes bench/results/soak.json
@@ -46,7 +46,8 @@ class Tally:
         latencies = sorted(self.latencies) or [0.0]
         failed = sum(n for status, n in self.statuses.items() if status.startswith("5") or status == "no answer")
         return {"scenario": scenario, "requests": sum(self.statuses.values()), "ok": self.statuses.get("200", 0),
-                "429": self.statuses.get("429", 0), "failed": failed, "statuses": self.statuses,
+                "429": self.statuses.get("429", 0), "failed": failed, "refused": self.statuses.get("refused", 0),
+                "statuses": self.statuses,
                 "p50_s": round(statistics.median(latencies), 2),
                 "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
                 "max_s": round(latencies[-1], 2), "uncached_searches": uncached,
@@ -67,7 +68,11 @@ async def client_loop(base: str, tally: Tally, stop_at: float, rng: random.Rando
             started = time.monotonic()
             try:
                 response = await http.post("/v1/chat/completions", json=body)
-            except httpx.HTTPError:
+            except httpx.ConnectError:  # not listening (any more): refused, not lost
+                tally.add("refused")
+                await asyncio.sleep(0.5)
+                continue
+            except httpx.HTTPError:  # accepted, then no answer: a lost request
                 tally.add("no answer")
                 await asyncio.sleep(0.5)
                 continue
@@ -92,10 +97,11 @@ async def health_probe(base: str, tally: Tally, stop_at: float) -> None:
 async def fault(scenario: str, redis, server: ServerProcess, duration: float) -> None:
     third = duration / 3
     await asyncio.sleep(third)
+    # Redis is stopped and started in a thread: waiting for it must not stall the clients' loop.
     if scenario == "redis restarted":
-        redis.stop()
+        await asyncio.to_thread(redis.stop)
         await asyncio.sleep(third)
-        redis.start()
+        await asyncio.to_thread(redis.start)
     elif scenario == "redis frozen 3 s":
         redis.pause()
         await asyncio.sleep(3)
@@ -166,10 +172,11 @@ async def soak(args) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = ["| scenario | requests | ok | 429 | failed | p50 (s) | p95 (s) | max (s) | uncached searches | slowest /health (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scenario | requests | ok | 429 | failed | refused | p50 (s) | p95 (s) | max (s) | uncached searches | "
+             "slowest /health (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         lines.append(f"| {row['scenario']} | {row['requests']} | {row['ok']} | {row['429']} | {row['failed']} | "
+                     f"{row['refused']} | "
                      f"{row['p50_s']} | {row['p95_s']} | {row['max_s']} | {row['uncached_searches']:g} | "
                      f"{row['health_max_s']} |")
     rss = result["rss_mib_after"]
