@@ -39,7 +39,10 @@ def fuzzed_contract() -> dict:
     contract["paths"] = {path: ops for path, ops in contract["paths"].items() if path in ROUTES}
     short = {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS}
     for name in ("ChatCompletionRequest", "CompletionRequest", "TokenizeCompletionRequest", "TokenizeChatRequest"):
-        properties = contract["components"]["schemas"].get(name, {}).get("properties", {})
+        request = contract["components"]["schemas"].get(name, {})
+        properties = request.get("properties", {})
+        if "max_tokens" in properties:  # unset, a request may generate up to the model's whole context
+            request["required"] = sorted({*request.get("required", []), "max_tokens"})
         if "model" in properties:
             properties["model"] = {"enum": [MODEL]}
         for field in ("max_tokens", "max_completion_tokens"):
