@@ -364,6 +364,8 @@ def search_usage(outcome: SearchOutcome) -> UsageInfo:
 def last_user_text(messages: list[dict]) -> str:
     """The question, for answer extraction and the scorers' prompts: the last user turn's text."""
     users = [message for message in messages if message.get("role") == "user"]
+    if not (users or messages):
+        return ""  # vLLM renders an empty conversation as it would for a plain request
     content = (users[-1] if users else messages[-1]).get("content")
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))

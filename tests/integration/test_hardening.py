@@ -112,3 +112,11 @@ def test_a_search_logs_one_access_line_under_the_clients_request_id(http, server
 def test_a_body_that_is_not_json_gets_the_openai_error_shape(http, path):
     response = http.post(path, content=b"r\xff\xfem", headers={"content-type": "application/json"})
     assert_error(response, 400)
+
+
+def test_a_search_over_an_empty_conversation_is_served_as_vllm_serves_it(http):
+    """Found by schemathesis: `messages: []` with a search was a 500 (no last user turn)."""
+    plain = http.post(CHAT, json={"model": MODEL, "messages": [], "max_tokens": 4})
+    searched = http.post(CHAT, json={"model": MODEL, "messages": [], "max_tokens": 4,
+                                     "search": {"strategy": "best_of_n", "n": 2}})
+    assert searched.status_code == plain.status_code and searched.status_code < 500, searched.text
