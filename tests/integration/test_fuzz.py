@@ -83,7 +83,7 @@ schema = schemathesis.openapi.from_dict(fuzzed_contract())
                      phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
                      suppress_health_check=list(hypothesis.HealthCheck))
 def test_the_server_keeps_its_contract(case, server):
-    response = case.call(base_url=server, headers=AUTH, timeout=120)
+    response = case.call(base_url=server, headers=AUTH, timeout=300)
     case.validate_response(response, checks=CHECKS)
 
 
