@@ -53,6 +53,12 @@ def check_field(params_class: type, declared: Field, value) -> None:
         return check_choice(name, value, declared_rules["choices"])
 
 
+def check_fields(params) -> None:
+    """Every declared field of a params dataclass against its type and declared rules."""
+    for declared in fields(params):
+        check_field(type(params), declared, getattr(params, declared.name))
+
+
 def check_int(name: str, value, low: int, high: int) -> None:
     # bool is an int subclass; `"n": true` is a client mistake, not n=1.
     if isinstance(value, bool) or not isinstance(value, int):
@@ -97,8 +103,7 @@ class CommonParams:
     include_greedy: bool = True
 
     def __post_init__(self) -> None:
-        for declared in fields(self):
-            check_field(type(self), declared, getattr(self, declared.name))
+        check_fields(self)
         if self.scorer is not None and (not isinstance(self.scorer, str) or not self.scorer):
             raise InvalidSearchParam("search.scorer", f"must be a scorer name, got {shown(self.scorer)}")
 

@@ -81,10 +81,10 @@ def lone_surrogate_path(body: bytes) -> str | None:
             return (path or "body")[:QUOTE_LIMIT]
         if isinstance(value, dict):
             for key, item in value.items():
-                name = key if is_encodable(key) else ascii(key)
-                if name != key:
-                    return f"{path}.{name}"[:QUOTE_LIMIT] if path else name[:QUOTE_LIMIT]
-                stack.append((f"{path}.{key}" if path else key, item))
+                key_path = f"{path}.{key}" if path else key
+                if not is_encodable(key):  # the key itself: quoted as ascii() shows it
+                    return (f"{path}.{ascii(key)}" if path else ascii(key))[:QUOTE_LIMIT]
+                stack.append((key_path, item))
         elif isinstance(value, list):
             stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
     return None

@@ -18,7 +18,7 @@ from vllm.exceptions import VLLMValidationError
 
 from scorers import SCORERS, MathAnswers, PromptedStepCritic, StructuredAnswers
 from search import STRATEGIES, parse_params
-from search.params import CommonParams, StepParams, bounded, check_field, documented
+from search.params import CommonParams, StepParams, bounded, check_fields, documented
 from search.tree import Tree
 from search.types import (
     AnswerExtractor, Budget, Candidate, InvalidSearchParam, MeteredGenerator, Sample, Scorer, SearchContext,
@@ -59,8 +59,7 @@ class ServingOptions:
             "running is aborted.")
 
     def __post_init__(self) -> None:
-        for declared in fields(self):
-            check_field(type(self), declared, getattr(self, declared.name))
+        check_fields(self)
         if self.tree_id is not None and not is_tree_id(self.tree_id):
             raise InvalidSearchParam("search.tree_id", f"not a tree id: {shown(self.tree_id)}")
 
@@ -153,6 +152,7 @@ class SearchService:
         self.tree_secret = tree_secret or secrets.token_bytes(32)
         self.scoped_trees = scoped_trees
         self.max_search_seconds = max_search_seconds
+        self.running_budgets: set[Budget] = set()
 
     def scope_for(self, api_key: str | None) -> str:
         """The tree scope of a client: its API key's, or one for all under --tree-cache-scope global."""
@@ -260,6 +260,12 @@ class SearchService:
         return tree_key(self.tree_secret, self.generator.fingerprint, job.plan.strategy, shaping, list(job.prompt_ids),
                         job.scope)
 
+    def stop_searches(self, reason: str) -> None:
+        """Every running search answers now with the best it has (the server is shutting down)."""
+        now = time.monotonic()
+        for budget in self.running_budgets:
+            budget.stop_at(now, reason)
+
     def deadline(self, options: ServingOptions) -> float | None:
         """When a search starting now must answer: its deadline_s, at most --max-search-seconds."""
         limits = [limit for limit in (options.deadline_s, self.max_search_seconds) if limit is not None]
@@ -267,8 +273,8 @@ class SearchService:
 
     async def _grow(self, job: SearchJob, progress, tree: Tree | None, budget_tokens: int | None) -> SearchResult:
         plan = job.plan
-        generator = MeteredGenerator(self.generator.for_request(job.sampling, job.request_id),
-                                     Budget(max_tokens=budget_tokens, deadline=self.deadline(plan.options)))
+        budget = Budget(max_tokens=budget_tokens, deadline=self.deadline(plan.options))
+        generator = MeteredGenerator(self.generator.for_request(job.sampling, job.request_id), budget)
         ctx = SearchContext(
             question=job.question, prompt_ids=list(job.prompt_ids), generator=generator,
             answers=job.answer_extractor(), scorer=plan.scorer,
@@ -277,6 +283,7 @@ class SearchService:
         )
         started = time.monotonic()
         metrics.SEARCHES_IN_FLIGHT.inc()
+        self.running_budgets.add(budget)
         outcome = "error"
         try:
             run = STRATEGIES[plan.strategy].run
@@ -289,6 +296,7 @@ class SearchService:
         except ValueError as exc:  # the engine refused one of the search's requests (too long a prompt, ...)
             raise SearchRequestError(f"The search could not run: {exc}") from exc
         finally:
+            self.running_budgets.discard(budget)
             metrics.SEARCHES_IN_FLIGHT.dec()
             if outcome is not None:
                 metrics.SEARCHES.labels(plan.strategy, outcome).inc()
@@ -316,6 +324,10 @@ def sampling_key(sampling: SamplingParams) -> dict[str, Any]:
         key["structured_outputs"] = {name: value for name, value in asdict(key["structured_outputs"]).items()
                                      if not name.startswith("_")}
     return key
+
+
+SHUTTING_DOWN = "server shutting down"
+CUT_BY_TIME = ("deadline reached", SHUTTING_DOWN)
 
 
 def truncated_reason(result: SearchResult) -> str | None:
@@ -348,7 +360,7 @@ def answer_from_store(entry: dict | None, plan: SearchPlan) -> SearchResult | No
     budget_tokens = plan.options.budget_tokens
     if entry["truncated"] and (budget_tokens is None or (entry["budget_tokens"] or 0) < budget_tokens):
         return None
-    if entry.get("truncated_reason") == "deadline reached":
+    if entry.get("truncated_reason") in CUT_BY_TIME:
         return None  # cut by time, not by its budget: another run may grow it further
     answer = entry["answer"]
     sample = Sample(token_ids=answer["token_ids"], text=answer["text"], logprobs=[],
