@@ -7,6 +7,7 @@ Nothing here knows about HTTP, vLLM or Redis. The server hands a strategy a `Gen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol, Sequence
@@ -179,7 +180,7 @@ class BudgetExhausted(Exception):
     """Raised before an engine call that the budget cannot afford."""
 
 
-@dataclass
+@dataclass(eq=False)  # one meter per search, kept in sets by identity
 class Budget:
     """A hard cap on generated tokens and wall time for one whole search.
 
@@ -192,6 +193,9 @@ class Budget:
     deadline: float | None = None  # time.monotonic() value
     spent_tokens: int = 0
     reserved_tokens: int = 0
+    deadline_reason: str = "deadline reached"
+    # Set when `stop_at` brings the deadline forward, to wake calls already waiting on the old one.
+    deadline_moved: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
 
     def remaining(self) -> int | None:
         if self.max_tokens is None:
@@ -202,9 +206,15 @@ class Budget:
         """Seconds to the deadline (None: no deadline)."""
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
+    def stop_at(self, deadline: float, reason: str) -> None:
+        """Bring the deadline forward (a server shutting down): calls in flight past it are cut."""
+        if self.deadline is None or deadline < self.deadline:
+            self.deadline, self.deadline_reason = deadline, reason
+            self.deadline_moved.set()
+
     def check(self) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            raise BudgetExhausted("deadline reached")
+            raise BudgetExhausted(self.deadline_reason)
         if self.max_tokens is not None and self.remaining() == 0:
             raise BudgetExhausted("token budget spent")
 
@@ -252,11 +262,8 @@ class MeteredGenerator:
         self.budget_limited |= affordable.max_tokens < spec.max_tokens
         generated = 0
         try:
-            # A call still running at the deadline is cancelled (its engine requests aborted).
-            samples = await asyncio.wait_for(self.inner.generate(prompt_ids, affordable), self.budget.time_left())
+            samples = await self._before_deadline(self.inner.generate(prompt_ids, affordable))
             generated = sum(len(s.token_ids) for s in samples)
-        except TimeoutError:
-            raise BudgetExhausted("deadline reached") from None
         finally:
             self.budget.settle(affordable, generated)
         self.usage.completion_tokens += generated
@@ -264,6 +271,29 @@ class MeteredGenerator:
         self.usage.cached_prompt_tokens += samples[0].cached_prompt_tokens if samples else 0
         self.usage.engine_calls += 1
         return samples
+
+    async def _before_deadline(self, call):
+        """`call`'s result; a call still running at the deadline (also one brought forward while
+        it runs) is cancelled, its engine requests aborted, and the search told why."""
+        task = asyncio.ensure_future(call)
+        try:
+            while True:
+                moved = asyncio.ensure_future(self.budget.deadline_moved.wait())
+                try:
+                    await asyncio.wait({task, moved}, timeout=self.budget.time_left(),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    moved.cancel()
+                if task.done():
+                    return task.result()
+                self.budget.deadline_moved.clear()
+                if self.budget.time_left() == 0:
+                    raise BudgetExhausted(self.budget.deadline_reason)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
 
     async def generate_many(
         self, requests: Sequence[tuple[Sequence[int], SamplingSpec]]

@@ -31,14 +31,23 @@ DEFAULT_QUEUE_FACTOR = 4
 
 
 class SearchRejected(GracefulHTTPError):
-    """The admission queue is full: a 429 whose Retry-After says when to try again."""
+    """A search not admitted, with a Retry-After saying when to try again."""
 
-    def __init__(self, running: int, queued: int, retry_after_s: int):
-        super().__init__(
-            f"Too many searches: {running} running and {queued} waiting, the most this server queues. "
-            f"Retry after {retry_after_s} s, send a narrower search (smaller search.n), or send the "
-            "request without `search`.", HTTPStatus.TOO_MANY_REQUESTS)
+    def __init__(self, message: str, status: HTTPStatus, retry_after_s: int):
+        super().__init__(message, status)
         self.retry_after_s = retry_after_s
+
+    @classmethod
+    def queue_full(cls, running: int, queued: int, retry_after_s: int) -> "SearchRejected":
+        return cls(f"Too many searches: {running} running and {queued} waiting, the most this server queues. "
+                   f"Retry after {retry_after_s} s, send a narrower search (smaller search.n), or send the "
+                   "request without `search`.", HTTPStatus.TOO_MANY_REQUESTS, retry_after_s)
+
+    @classmethod
+    def shutting_down(cls, retry_after_s: int) -> "SearchRejected":
+        # 503, as vLLM answers when its engine cannot take more: load balancers retry elsewhere.
+        return cls("This server is shutting down and takes no new searches; retry, another replica will "
+                   "answer.", HTTPStatus.SERVICE_UNAVAILABLE, retry_after_s)
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,9 @@ class Admission:
         self.running = 0
         self.held = 0
         self.waiting: deque[tuple[int, asyncio.Future]] = deque()
+        self.closed = False
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     def _fits(self, cost: int) -> bool:
         return self.running < self.limits.max_running and self.held + cost <= self.limits.capacity
@@ -70,12 +82,14 @@ class Admission:
         """Hold a place for a search that keeps up to `width` sequences in flight, waiting in
         the queue for one if need be; SearchRejected if the queue is full."""
         cost = min(max(1, width), self.limits.capacity)
+        if self.closed:
+            raise SearchRejected.shutting_down(self.retry_after_s)
         if not self.waiting and self._fits(cost):
             self._take(cost)
         else:
             if len(self.waiting) >= self.limits.max_queued:
                 SEARCHES_REJECTED.inc()
-                raise SearchRejected(self.running, len(self.waiting), self.retry_after_s)
+                raise SearchRejected.queue_full(self.running, len(self.waiting), self.retry_after_s)
             granted = asyncio.get_running_loop().create_future()
             entry = (cost, granted)
             self.waiting.append(entry)
@@ -94,7 +108,16 @@ class Admission:
         finally:
             self._release(cost)
 
+    def close(self) -> None:
+        """Admit nothing more (the server is shutting down): waiting searches get a 503 now."""
+        self.closed = True
+        while self.waiting:
+            _, granted = self.waiting.popleft()
+            granted.set_exception(SearchRejected.shutting_down(self.retry_after_s))
+        SEARCHES_QUEUED.set(0)
+
     def _take(self, cost: int) -> None:
+        self.idle.clear()
         self.running += 1
         self.held += cost
         SEARCHES_RUNNING.set(self.running)
@@ -111,3 +134,5 @@ class Admission:
         SEARCHES_QUEUED.set(len(self.waiting))
         SEARCHES_RUNNING.set(self.running)
         SEQUENCES_HELD.set(self.held)
+        if self.running == 0:
+            self.idle.set()

@@ -9,12 +9,15 @@ line, or, under a plain `vllm serve`, from the `DELIBERATE_ARGS` environment var
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import copy
 import json
 import logging
 import os
 import shlex
+import threading
+import time
 
 from search.types import InvalidSearchParam
 from server.limits import DEFAULT_MAX_REQUEST_BYTES, RequestBodyGuard
@@ -34,6 +37,8 @@ def configure_logging() -> None:
     log.propagate = False
 
 PLUGIN_NAME = "deliberate"
+# On shutdown, how long searches cut short get to send the answer they have.
+ANSWER_GRACE_S = 3.0
 ARGS_ENV = "DELIBERATE_ARGS"
 RECORDER = "server.self_certainty_recorder:SelfCertaintyRecorder"
 # reasoning_effort -> the search it applies ("none": plain serving). Medium stops sampling as soon
@@ -186,6 +191,21 @@ class DeliberateState:
             return requested  # a search of another strategy stands alone
         return {**applied, **(requested or {})}
 
+    async def drain(self, timeout_s: float) -> None:
+        """Before vLLM stops the engine (SIGTERM, within its --shutdown-timeout): no new searches
+        (503 with Retry-After), running ones may finish, then answer with the best they have so
+        that no client is left without an answer when the process exits."""
+        from server.search_service import SHUTTING_DOWN
+
+        self.admission.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.admission.idle.wait(), max(0.0, timeout_s - ANSWER_GRACE_S))
+        if not self.admission.idle.is_set():
+            log.info("shutting down: %d searches still running answer with what they have", self.admission.running)
+            self.service.stop_searches(SHUTTING_DOWN)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.admission.idle.wait(), ANSWER_GRACE_S)
+
     async def close(self) -> None:
         await self.service.tree_store.close()
         if self.service.critic is not None:
@@ -261,8 +281,26 @@ class DeliberatePlugin:
                                            searching_copy(state.openai_serving_chat, searching),
                                            searching_copy(state.openai_serving_completion, searching),
                                            effort_searches)
+        drain_before_shutdown(engine_client, state.deliberate, asyncio.get_running_loop())
         log.info("deliberate: searches on %s; aliases: %s; admission: %s", root_name, ", ".join(aliases) or "none",
                  limits)
+
+
+def drain_before_shutdown(engine_client, deliberate: DeliberateState, loop: asyncio.AbstractEventLoop) -> None:
+    """vLLM's SIGTERM handler stops the engine client (in a worker thread, with its
+    --shutdown-timeout): searches drain first, within the same timeout."""
+    shutdown = engine_client.shutdown
+    loop_thread = threading.get_ident()  # init_state runs on the server's event loop
+
+    def draining_shutdown(timeout: float | None = None, **kwargs):
+        started = time.monotonic()
+        # Called on the loop itself (not by the signal handler), waiting on it would deadlock.
+        if timeout is not None and not loop.is_closed() and threading.get_ident() != loop_thread:
+            asyncio.run_coroutine_threadsafe(deliberate.drain(timeout), loop).result(timeout + ANSWER_GRACE_S + 1)
+        left = None if timeout is None else max(0, round(timeout - (time.monotonic() - started)))
+        return shutdown(timeout=left, **kwargs)
+
+    engine_client.shutdown = draining_shutdown
 
 
 def searching_copy(serving, engine_client):

@@ -69,3 +69,65 @@ async def test_a_client_that_leaves_while_queued_gives_its_place_back():
     release.set()
     await running
     assert log == ["running"] and (admission.running, admission.held) == (0, 0)
+
+
+async def test_a_closed_admission_answers_503_to_waiting_and_new_searches():
+    admission = Admission(AdmissionLimits(capacity=8, max_running=1, max_queued=4), retry_after_s=2)
+    release, log = asyncio.Event(), []
+    running = asyncio.create_task(hold(admission, 1, release, log, "running"))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(hold(admission, 1, release, log, "waiting"))
+    await asyncio.sleep(0)
+    admission.close()
+    with pytest.raises(SearchRejected) as caught:
+        await waiting
+    assert caught.value.http_status == 503 and caught.value.retry_after_s == 2
+    with pytest.raises(SearchRejected):
+        async with admission.admit(1):
+            pass
+    assert not admission.idle.is_set()
+    release.set()
+    await running
+    assert admission.idle.is_set() and log == ["running"]
+
+
+async def test_drain_cuts_a_running_search_which_answers_with_what_it_has():
+    """SIGTERM with vLLM's default --shutdown-timeout 0: the running search's hanging engine call
+    is cut at once and the search still answers, from the samples it already has."""
+    from search import self_consistency
+    from search.self_consistency import SelfConsistencyParams
+    from server.plugin import DeliberateState
+    from server.search_service import SHUTTING_DOWN, SearchService
+    from tests.unit.scripted import ScriptedGenerator, sample, search_context
+
+    answered = [sample("The answer is 7."), sample("The answer is 7.")]
+
+    async def hanging_second_call(prompt_ids, spec):
+        if not answered:
+            await asyncio.sleep(60)
+        return [answered.pop(0) for _ in range(spec.n)]
+
+    generator = ScriptedGenerator([])
+    generator.generate = hanging_second_call
+    ctx = search_context(generator)
+    service = SearchService(generator=None, tree_store=None)
+    admission = Admission(AdmissionLimits(capacity=8, max_running=2, max_queued=2))
+    deliberate = DeliberateState(service, admission, "model", {}, None, None, None)
+
+    async def search():
+        async with admission.admit(2):
+            service.running_budgets.add(ctx.generator.budget)
+            try:
+                return await self_consistency.run(ctx, SelfConsistencyParams(n=6, adaptive=True, batch_size=2,
+                                                                              include_greedy=False))
+            finally:
+                service.running_budgets.discard(ctx.generator.budget)
+
+    running = asyncio.create_task(search())
+    while answered:
+        await asyncio.sleep(0.01)
+    await deliberate.drain(0)
+    assert running.done() and admission.idle.is_set()
+    result = running.result()
+    assert result.truncated and result.chosen.answer == "7"
+    assert [step["reason"] for step in result.trace if step["step"] == "truncated"] == [SHUTTING_DOWN]

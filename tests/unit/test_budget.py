@@ -153,3 +153,43 @@ async def test_a_call_running_at_the_deadline_is_cancelled_and_the_search_answer
     assert time.monotonic() - started < 5 and cancelled.is_set()
     assert result.truncated and result.chosen.answer == "7" and len(result.candidates) == 2
     assert [step["reason"] for step in result.trace if step["step"] == "truncated"] == ["deadline reached"]
+
+
+@pytest.mark.asyncio
+async def test_a_deadline_brought_forward_cuts_the_call_in_flight_with_its_reason():
+    """A server shutting down moves every running search's deadline to now: a call already
+    waiting (with no deadline of its own) is cancelled, and the search answers with what it has."""
+    cancelled = asyncio.Event()
+    answered = [sample("The answer is 7."), sample("The answer is 7.")]
+
+    async def hanging_second_call(prompt_ids, spec):
+        if not answered:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        return [answered.pop(0) for _ in range(spec.n)]
+
+    generator = ScriptedGenerator([])
+    generator.generate = hanging_second_call
+    ctx = search_context(generator)
+    budget = ctx.generator.budget
+    search = asyncio.ensure_future(self_consistency.run(ctx, SelfConsistencyParams(
+        n=6, adaptive=True, batch_size=2, include_greedy=False)))
+    while answered:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert not search.done()
+    budget.stop_at(time.monotonic(), "server shutting down")
+    result = await asyncio.wait_for(search, 5)
+    assert cancelled.is_set()
+    assert result.truncated and result.chosen.answer == "7" and len(result.candidates) == 2
+    assert [step["reason"] for step in result.trace if step["step"] == "truncated"] == ["server shutting down"]
+
+
+def test_stop_at_never_moves_a_deadline_later():
+    budget = Budget(deadline=time.monotonic() + 1)
+    earlier = budget.deadline
+    budget.stop_at(earlier + 10, "server shutting down")
+    assert budget.deadline == earlier and budget.deadline_reason == "deadline reached"
