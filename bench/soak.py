@@ -80,7 +80,7 @@ async def client_loop(base: str, tally: Tally, stop_at: float, rng: random.Rando
                 continue
             sent[0] += 1
             tally.add(str(response.status_code), time.monotonic() - started)
-            if response.status_code == 429:
+            if response.status_code in (429, 503):
                 await asyncio.sleep(float(response.headers.get("retry-after", "1")))
 
 

@@ -46,7 +46,7 @@ class SearchRejected(GracefulHTTPError):
     @classmethod
     def shutting_down(cls, retry_after_s: int) -> "SearchRejected":
         # 503, as vLLM answers when its engine cannot take more: load balancers retry elsewhere.
-        return cls("This server is shutting down and takes no new searches; retry, another replica will "
+        return cls("This server is shutting down and takes no new requests; retry, another replica will "
                    "answer.", HTTPStatus.SERVICE_UNAVAILABLE, retry_after_s)
 
 
@@ -82,8 +82,7 @@ class Admission:
         """Hold a place for a search that keeps up to `width` sequences in flight, waiting in
         the queue for one if need be; SearchRejected if the queue is full."""
         cost = min(max(1, width), self.limits.capacity)
-        if self.closed:
-            raise SearchRejected.shutting_down(self.retry_after_s)
+        self.refuse_if_closed()
         if not self.waiting and self._fits(cost):
             self._take(cost)
         else:
@@ -108,8 +107,13 @@ class Admission:
         finally:
             self._release(cost)
 
+    def refuse_if_closed(self) -> None:
+        if self.closed:
+            raise SearchRejected.shutting_down(self.retry_after_s)
+
     def close(self) -> None:
-        """Admit nothing more (the server is shutting down): waiting searches get a 503 now."""
+        """Admit nothing more (the server is shutting down): waiting searches get a 503 now, and so
+        does any new request on deliberate's routes, searched or plain."""
         self.closed = True
         while self.waiting:
             _, granted = self.waiting.popleft()

@@ -220,11 +220,14 @@ class DeliberatePlugin:
         from starlette.exceptions import HTTPException as StarletteHTTPException
         from vllm.entrypoints.serve.exception_handling.handlers.http import http_exception_handler
 
+        from vllm.v1.engine.exceptions import EngineDeadError
+
         from server.admission import SearchRejected
-        from server.routes import router, search_rejected
+        from server.routes import engine_stopped, router, search_rejected
 
         app.include_router(router)
         app.add_exception_handler(SearchRejected, search_rejected)
+        app.add_exception_handler(EngineDeadError, engine_stopped)
         # vLLM maps fastapi's HTTPException to the OpenAI error shape, but FastAPI raises
         # starlette's (its base) for a body it cannot parse: that one got {"detail": ...}.
         app.add_exception_handler(StarletteHTTPException, http_exception_handler)

@@ -30,10 +30,12 @@ from vllm.entrypoints.openai.completion.protocol import CompletionRequest as VLL
 from vllm.entrypoints.openai.completion.protocol import CompletionResponse
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse, ModelCard, ModelList, UsageInfo
 from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+from vllm.entrypoints.serve.exception_handling.handlers.vllm_error import vllm_error_handler
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request, with_cancellation
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.renderers.inputs.preprocess import extract_prompt_components
 from vllm.sampling_params import RequestOutputKind, SamplingParams
+from vllm.v1.engine.exceptions import EngineDeadError
 
 from scorers import MathAnswers, StructuredAnswers
 from search.params import StepParams
@@ -175,6 +177,7 @@ router = APIRouter()
 @router.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)], responses={**STREAMED, **ERRORS})
 async def create_chat_completion(request: ChatCompletionRequest, raw_request: Request):
     deliberate = raw_request.app.state.deliberate
+    deliberate.admission.refuse_if_closed()
     search = deliberate.effective_search(request.model, request.search, request.reasoning_effort)
     if search is None:
         return await vllm_chat.create_chat_completion(request, raw_request)
@@ -227,6 +230,7 @@ def canonical_json(text: str):
 @router.post("/v1/completions", dependencies=[Depends(validate_json_request)], responses={**STREAMED, **ERRORS})
 async def create_completion(request: CompletionRequest, raw_request: Request):
     deliberate = raw_request.app.state.deliberate
+    deliberate.admission.refuse_if_closed()
     search = deliberate.effective_search(request.model, request.search)
     if search is None:
         return await vllm_completion.create_completion(request, raw_request)
@@ -304,8 +308,19 @@ class AdmittedStream(StreamingResponse):
 
 async def search_rejected(request: Request, exc: SearchRejected) -> JSONResponse:
     error = create_error_response(exc)
-    return JSONResponse(error.model_dump(), status_code=error.error.code,
-                        headers={"Retry-After": str(exc.retry_after_s)})
+    headers = {"Retry-After": str(exc.retry_after_s)}
+    if error.error.code == 503:  # shutting down: the client's next request goes to a new connection, elsewhere
+        headers["Connection"] = "close"
+    return JSONResponse(error.model_dump(), status_code=error.error.code, headers=headers)
+
+
+async def engine_stopped(request: Request, exc: EngineDeadError) -> JSONResponse:
+    """A request the engine dropped as the server shuts down (vLLM's --shutdown-timeout 0 aborts
+    what runs) was never answered: a 503 to retry elsewhere. Otherwise the engine died: vLLM's answer."""
+    deliberate = getattr(request.app.state, "deliberate", None)
+    if deliberate is not None and deliberate.admission.closed:
+        return await search_rejected(request, SearchRejected.shutting_down(deliberate.admission.retry_after_s))
+    return await vllm_error_handler(request, exc)
 
 
 async def stream_with_search(events: AsyncIterator[str], call: SearchCall, model: str,
