@@ -48,6 +48,9 @@ from server.search_service import (
 
 access_log = logging.getLogger("deliberate.access")
 ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}}
+# What admission and the body guard answer: a body over --max-request-bytes, a full search queue
+# (429) and a server shutting down (503), the last two with Retry-After.
+REFUSALS = {413: {"model": ErrorResponse}, 429: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
 STREAMED = {200: {"content": {"text/event-stream": {}}}}
 
 
@@ -174,7 +177,7 @@ def answer_pieces(generator, token_ids: list[int], text: str):
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)], responses={**STREAMED, **ERRORS})
+@router.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)], responses={**STREAMED, **ERRORS, **REFUSALS})
 async def create_chat_completion(request: ChatCompletionRequest, raw_request: Request):
     deliberate = raw_request.app.state.deliberate
     deliberate.admission.refuse_if_closed()
@@ -227,7 +230,7 @@ def canonical_json(text: str):
         return text
 
 
-@router.post("/v1/completions", dependencies=[Depends(validate_json_request)], responses={**STREAMED, **ERRORS})
+@router.post("/v1/completions", dependencies=[Depends(validate_json_request)], responses={**STREAMED, **ERRORS, **REFUSALS})
 async def create_completion(request: CompletionRequest, raw_request: Request):
     deliberate = raw_request.app.state.deliberate
     deliberate.admission.refuse_if_closed()
