@@ -34,7 +34,7 @@ test: model redis
 
 # schemathesis from openapi.yaml against the real server, longer than the pass inside `make test`.
 fuzz: model redis
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $(BIN)/python -m pytest -q tests/integration/test_fuzz.py $(PYTEST_ARGS)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest -q tests/integration/test_fuzz.py $(PYTEST_ARGS)
 
 # 64 clients, mixed plain and searched, with Redis healthy, restarted, frozen, slowed, then SIGTERM.
 soak: model redis

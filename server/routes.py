@@ -379,8 +379,11 @@ def search_usage(outcome: SearchOutcome) -> UsageInfo:
                      prompt_tokens_details={"cached_tokens": usage.cached_prompt_tokens})
 
 
-def last_user_text(messages: list[dict]) -> str:
-    """The question, for answer extraction and the scorers' prompts: the last user turn's text."""
+def last_user_text(messages: list) -> str:
+    """The question, for answer extraction and the scorers' prompts: the last user turn's text.
+    A message is a dict, or a model vLLM parsed it into (a harmony `Message`)."""
+    messages = [message if isinstance(message, dict) else message.model_dump() if hasattr(message, "model_dump")
+                else {} for message in messages]
     users = [message for message in messages if message.get("role") == "user"]
     if not (users or messages):
         return ""  # vLLM renders an empty conversation as it would for a plain request

@@ -120,3 +120,15 @@ def test_a_search_over_an_empty_conversation_is_served_as_vllm_serves_it(http):
     searched = http.post(CHAT, json={"model": MODEL, "messages": [], "max_tokens": 4,
                                      "search": {"strategy": "best_of_n", "n": 2}})
     assert searched.status_code == plain.status_code and searched.status_code < 500, searched.text
+
+
+def test_a_search_over_a_harmony_message_is_served_as_vllm_serves_it(http):
+    """Found by schemathesis: a message with `author`/`recipient`/`channel` is parsed into a
+    harmony `Message`, not a dict; with a search (here by reasoning_effort) it was a 500."""
+    messages = [{"role": "user", "content": "What is 2+3?"},
+                {"author": {"role": "assistant"}, "recipient": "", "channel": None,
+                 "content": [{"type": "text", "text": "Let me think."}]}]
+    plain = http.post(CHAT, json={"model": MODEL, "messages": messages, "max_tokens": 4})
+    searched = http.post(CHAT, json={"model": MODEL, "messages": messages, "max_tokens": 4,
+                                     "search": {"strategy": "best_of_n", "n": 2}})
+    assert searched.status_code == plain.status_code and searched.status_code < 500, searched.text
