@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search.candidates import sample_and_score, select_best_scored
-from search.params import CommonParams
+from search.pruning import PrunableParams
 from search.types import InvalidSearchParam, SearchContext, SearchResult
 
 
 @dataclass
-class BestOfNParams(CommonParams):
+class BestOfNParams(PrunableParams):
     # On the dev set no single score picks out the right answer for the embedded model (argmax
     # by mean logprob, self-certainty or P(True) all stay at or below greedy, within noise of
     # each other); mean logprob costs nothing beyond the samples, while the recorded

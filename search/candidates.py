@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from search.params import CommonParams
+from search.pruning import PRUNED, PruneSettings, Pruning, confidence_spec
 from search.tree import Tree
 from search.types import (
     BudgetExhausted,
@@ -13,6 +14,7 @@ from search.types import (
     SamplingSpec,
     SearchContext,
     SearchResult,
+    StopRule,
 )
 from search.voting import AnswerGroup, group_answers, leader, vote_shares
 
@@ -29,13 +31,18 @@ class CandidatePool:
         self.trace: list[dict] = []
         self.truncated = False
         self.rounds = 0
+        self.pruning: Pruning | None = None
+        self.pruned: list[Sample] = []  # stopped by a stop rule: counted in the usage, never candidates
 
     def call_seed(self) -> int | None:
         """A distinct seed per engine call: one seed for every call would repeat the samples."""
         return None if self.ctx.seed is None else self.ctx.seed + self.rounds
 
-    async def draw(self, n: int, params: CommonParams) -> list[Sample]:
-        """`n` more samples of the prompt, in one engine call."""
+    async def draw(self, n: int, params: CommonParams, confidence: bool = False,
+                   should_stop: StopRule | None = None) -> list[Sample]:
+        """`n` more samples of the prompt, in one engine call (with `should_stop`, one request per
+        sample); `confidence` asks for what token confidence reads. Returns the samples kept:
+        those the stop rule stopped go to `pruned`."""
         scorer = self.ctx.scorer
         spec = SamplingSpec(
             n=n,
@@ -50,26 +57,69 @@ class CandidatePool:
             token_self_certainty=bool(scorer and scorer.token_self_certainty),
             answer=True,
         )
+        if confidence:
+            spec = confidence_spec(spec, self.ctx.generator.records_self_certainty)
         if params.include_greedy and not self.samples and n > 1 and params.temperature > 0:
             greedy = replace(spec, n=1, temperature=0.0, top_p=1.0, seed=None)
             drawn = await self.ctx.generator.generate_many(
                 [(self.ctx.prompt_ids, greedy), (self.ctx.prompt_ids, replace(spec, n=n - 1))])
             samples = [sample for group in drawn for sample in group]
         else:
-            samples = await self.ctx.generator.generate(self.ctx.prompt_ids, spec)
+            samples = await self.ctx.generator.generate(self.ctx.prompt_ids, spec, should_stop)
+        stopped = [sample for sample in samples if sample.finish_reason == PRUNED]
+        samples = [sample for sample in samples if sample.finish_reason != PRUNED]
         first = len(self.samples)
         answers = [self.ctx.answers.extract(sample.text) for sample in samples]
         self.samples.extend(samples)
         self.answers.extend(answers)
-        self.trace.append({
+        self.pruned.extend(stopped)
+        step = {
             "step": "sample",
             "first_index": first,
             "answers": answers,
             "tokens": [len(sample.token_ids) for sample in samples],
             "finish_reasons": [sample.finish_reason for sample in samples],
-        })
+        }
+        if stopped:
+            step["pruned_tokens"] = [len(sample.token_ids) for sample in stopped]
+        self.trace.append(step)
         self.round_done()
         return samples
+
+    async def draw_pruned(self, n: int, params: CommonParams, settings: PruneSettings) -> None:
+        """`n` samples under online confidence pruning (search.pruning): a warm-up drawn whole,
+        then the rest in one call, each stopped when its confidence falls below the warm-up's
+        threshold or once the vote is settled."""
+        answers = self.ctx.answers
+        self.pruning = pruning = Pruning(settings, answers.extract, answers.equivalent, self.ctx.max_tokens)
+        warmup = min(settings.warmup, n)
+        pruning.warm_up(await self.draw(warmup, params, confidence=True))
+        rest = n - warmup
+        if rest and pruning.settled():
+            pruning.not_drawn = rest
+        elif rest:
+            await self.draw(rest, params, confidence=True, should_stop=pruning.should_stop)
+        self.trace.append({"step": "prune", **self.pruning_report()})
+
+    def confidence_vote(self) -> SearchResult:
+        """The first candidate of the answer with the most confidence weight (search.pruning);
+        the plain majority when no candidate passed the threshold."""
+        weights = [self.pruning.weight(sample) for sample in self.samples]
+        groups = self.groups(weights)
+        top = leader(groups)
+        if top is None or top.weight <= 0:
+            index, votes = self.majority()
+            return self.result(index, votes, "majority (no confident answer)")
+        return self.result(top.members[0], vote_shares(groups, len(self.samples), sum(weights)),
+                           "confidence-weighted majority")
+
+    async def draw_all(self, n: int, params: CommonParams) -> None:
+        """`n` samples: pruned when the params ask it (search.prune), else in one call."""
+        settings = getattr(params, "prune", None)
+        if settings is not None:
+            await self.draw_pruned(n, params, settings)
+        else:
+            await self.draw(n, params)
 
     async def score(self) -> list[float] | None:
         """Every candidate's score from the context's scorer; None without a scorer."""
@@ -134,11 +184,17 @@ class CandidatePool:
             empty = Candidate(Sample(token_ids=[], text="", logprobs=[]))
             self.trace.append({"step": "select", "index": -1, "rule": "nothing generated"})
             return SearchResult(self.strategy, empty, -1, [], usage, truncated, tree.to_dict(),
-                                self.trace)
+                                self.trace, self.pruning_report())
         self.trace.append({"step": "select", "index": selected, "rule": rule,
                            "answer": self.answers[selected]})
         return SearchResult(self.strategy, candidates[selected], selected, candidates, usage,
-                            truncated, tree.to_dict(), self.trace)
+                            truncated, tree.to_dict(), self.trace, self.pruning_report())
+
+    def pruning_report(self) -> dict | None:
+        if self.pruning is None:
+            return None
+        self.pruning.stopped_tokens = [len(sample.token_ids) for sample in self.pruned]
+        return self.pruning.report()
 
 
 async def sample_and_score(ctx: SearchContext, params: CommonParams, strategy: str) -> CandidatePool:
@@ -147,7 +203,7 @@ async def sample_and_score(ctx: SearchContext, params: CommonParams, strategy: s
         raise ValueError(f"{strategy} needs a scorer in its SearchContext")
     pool = CandidatePool(ctx, strategy)
     try:
-        await pool.draw(params.n, params)
+        await pool.draw_all(params.n, params)
         await pool.score()
     except BudgetExhausted as exc:
         pool.stop(exc)

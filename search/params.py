@@ -37,13 +37,16 @@ def rules(params_class: type, name: str) -> dict:
     return {}
 
 
-def check_field(params_class: type, declared: Field, value) -> None:
-    name, kind = declared.name, str(declared.type)
+def check_field(params_class: type, declared: Field, value, name: str | None = None) -> None:
+    """Checks `value` against the field's declared rules; errors name it `search.<name>` (the
+    field's own name unless `name` gives its path, e.g. "prune.window")."""
+    kind = str(declared.type)
+    name = name or declared.name
     if value is None and "None" in kind:
         return
     if kind.startswith("bool"):
         return check_bool(name, value)
-    declared_rules = rules(params_class, name)
+    declared_rules = rules(params_class, declared.name)
     if "range" in declared_rules:
         low, high, low_inclusive = declared_rules["range"]
         if kind.startswith("int"):
@@ -53,10 +56,11 @@ def check_field(params_class: type, declared: Field, value) -> None:
         return check_choice(name, value, declared_rules["choices"])
 
 
-def check_fields(params) -> None:
-    """Every declared field of a params dataclass against its type and declared rules."""
+def check_fields(params, path: str = "") -> None:
+    """Every declared field of a params dataclass against its type and declared rules; errors
+    name a field `search.<path><name>` (a path such as "prune." for settings inside a parameter)."""
     for declared in fields(params):
-        check_field(type(params), declared, getattr(params, declared.name))
+        check_field(type(params), declared, getattr(params, declared.name), path + declared.name)
 
 
 def check_int(name: str, value, low: int, high: int) -> None:

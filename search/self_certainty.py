@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search.candidates import CandidatePool, sample_and_score, select_best_scored
-from search.params import CommonParams, bounded
+from search.params import bounded
+from search.pruning import PrunableParams
 from search.types import InvalidSearchParam, SearchContext, SearchResult
 from search.voting import borda_weights, leader, vote_shares
 
@@ -22,7 +23,7 @@ def paper_power(n: int) -> float:
 
 
 @dataclass
-class SelfCertaintyParams(CommonParams):
+class SelfCertaintyParams(PrunableParams):
     scorer: str | None = "self_certainty"
     # The paper samples at 0.6 with top-p 0.9; the dev set's sweep (bench/selection_sweep.py)
     # favours 0.3 and the Borda vote for the embedded model, as for the other votes.

@@ -47,10 +47,17 @@ class Sample:
     text: str
     logprobs: list[float]  # logprob of each chosen token
     top_logprobs: list[dict[int, float]] | None = None  # per position: token id -> logprob
-    finish_reason: str | None = None  # "stop" | "length" | None
+    finish_reason: str | None = None  # "stop" | "length" | "pruned" (by a StopRule) | None
     stop_reason: str | int | None = None  # the stop string or token that ended it, if any
     cached_prompt_tokens: int = 0
     token_self_certainty: list[float] | None = None  # per position, when the spec asked and the engine could
+
+
+# Called while samples are generated with a sample's index in its call and what it has so far
+# (valid during the call only), once per new output; the last call has finish_reason set.
+# True stops that sample at once: its engine work is aborted and it comes back cut where it
+# was, with finish_reason "pruned".
+StopRule = Callable[[int, "Sample"], bool]
 
 
 class Generator(Protocol):
@@ -60,8 +67,10 @@ class Generator(Protocol):
     max_model_len: int  # prompt plus generated tokens, at most
     records_self_certainty: bool  # honours SamplingSpec.token_self_certainty
 
-    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:
-        """`spec.n` samples continuing `prompt_ids`, all in one engine request."""
+    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec,
+                       should_stop: StopRule | None = None) -> list[Sample]:
+        """`spec.n` samples continuing `prompt_ids`: in one engine request, or with `should_stop`
+        in one request per sample, each stopped on its own."""
         ...
 
     def chat_prompt_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
@@ -257,12 +266,16 @@ class MeteredGenerator:
         self.records_self_certainty = inner.records_self_certainty
         self.budget_limited = False
 
-    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:
+    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec,
+                       should_stop: StopRule | None = None) -> list[Sample]:
+        """The inner generator's samples; stopped ones count in the usage with what they generated."""
         affordable = self.budget.reserve(spec)
         self.budget_limited |= affordable.max_tokens < spec.max_tokens
         generated = 0
+        call = (self.inner.generate(prompt_ids, affordable) if should_stop is None
+                else self.inner.generate(prompt_ids, affordable, should_stop))
         try:
-            samples = await self._before_deadline(self.inner.generate(prompt_ids, affordable))
+            samples = await self._before_deadline(call)
             generated = sum(len(s.token_ids) for s in samples)
         finally:
             self.budget.settle(affordable, generated)
@@ -389,3 +402,4 @@ class SearchResult:
     truncated: bool = False
     tree: dict | None = None  # serialized tree, for the store and the trace
     trace: list[dict] = field(default_factory=list)
+    pruning: dict | None = None  # what confidence pruning stopped and saved (search.pruning.Pruning.report)

@@ -21,6 +21,12 @@ JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "str": "st
 
 
 def parameter_schema(params_class: type, declared) -> dict[str, Any]:
+    settings = declared.metadata.get("settings")
+    if settings is not None:  # a switch with settings of its own: true, false or an object of them
+        properties = {inner.name: parameter_schema(settings, inner) for inner in fields(settings)}
+        return {"anyOf": [{"type": "boolean"}, {"type": "object", "properties": properties,
+                                                "additionalProperties": False}, {"type": "null"}],
+                "default": False, "description": declared.metadata["doc"]}
     kind = str(declared.type)
     schema: dict[str, Any] = {"type": JSON_TYPES[kind.split("|")[0].strip()]}
     if "None" in kind:

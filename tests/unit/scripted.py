@@ -10,21 +10,32 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from scorers.answers import MathAnswers
-from search.types import Budget, MeteredGenerator, Sample, SamplingSpec, SearchContext, StepToJudge
+from search.types import Budget, MeteredGenerator, Sample, SamplingSpec, SearchContext, StepToJudge, StopRule
 
 
 def sample(text: str, logprob: float = -1.0, top: list[dict[int, float]] | None = None,
-           finish_reason: str = "stop") -> Sample:
-    """A sample of `text`, one token per character, each with the chosen-token `logprob`."""
+           finish_reason: str = "stop", confidence: list[float] | None = None) -> Sample:
+    """A sample of `text`, one token per character, each with the chosen-token `logprob` (and
+    `confidence` as the engine's recorded self-certainty of each token)."""
     ids = [ord(c) for c in text]
-    return Sample(ids, text, [logprob] * len(ids), top, finish_reason)
+    return Sample(ids, text, [logprob] * len(ids), top, finish_reason, token_self_certainty=confidence)
+
+
+def prefix(s: Sample, tokens: int, finish_reason: str | None) -> Sample:
+    """The first `tokens` tokens of `s` (one character each) and everything recorded for them."""
+    top = s.top_logprobs[:tokens] if s.top_logprobs is not None else None
+    certainty = s.token_self_certainty[:tokens] if s.token_self_certainty is not None else None
+    return replace(s, token_ids=s.token_ids[:tokens], text=s.text[:tokens], logprobs=s.logprobs[:tokens],
+                   top_logprobs=top, token_self_certainty=certainty, finish_reason=finish_reason)
 
 
 class ScriptedGenerator:
     """Hands out `script` in order, spec.n at a time, each cut to spec.max_tokens.
 
     `script` is a list of Samples, or a function (prompt_ids, spec) -> list[Sample].
-    Every call is recorded in `calls` as (prompt_ids, spec).
+    Every call is recorded in `calls` as (prompt_ids, spec). With a stop rule the samples of a
+    call grow a token at a time, in turn, as a batch would; a stopped one is recorded in
+    `aborted` as (its index in the call, the tokens it had).
     """
 
     def __init__(self, script: list[Sample] | Callable[[list[int], SamplingSpec], list[Sample]],
@@ -34,8 +45,10 @@ class ScriptedGenerator:
         self.max_model_len = max_model_len
         self.records_self_certainty = False
         self.calls: list[tuple[list[int], SamplingSpec]] = []
+        self.aborted: list[tuple[int, int]] = []
 
-    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:
+    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec,
+                       should_stop: StopRule | None = None) -> list[Sample]:
         self.calls.append((list(prompt_ids), spec))
         if callable(self.script):
             samples = self.script(list(prompt_ids), spec)
@@ -43,15 +56,29 @@ class ScriptedGenerator:
             if len(self.script) < spec.n:
                 raise AssertionError(f"script exhausted: {spec.n} asked, {len(self.script)} left")
             samples, self.script = self.script[: spec.n], self.script[spec.n:]
-        return [self._cut(s, spec.max_tokens) for s in samples]
+        samples = [self._cut(s, spec.max_tokens) for s in samples]
+        return samples if should_stop is None else self._stream(samples, should_stop)
+
+    def _stream(self, samples: list[Sample], should_stop: StopRule) -> list[Sample]:
+        results = list(samples)
+        running = list(range(len(samples)))
+        tokens = 0
+        while running:
+            tokens += 1
+            for index in list(running):
+                whole = samples[index]
+                if tokens >= len(whole.token_ids):
+                    should_stop(index, whole)  # its last output: finish_reason set
+                    running.remove(index)
+                elif should_stop(index, prefix(whole, tokens, None)):
+                    self.aborted.append((index, tokens))
+                    results[index] = prefix(whole, tokens, "pruned")
+                    running.remove(index)
+        return results
 
     @staticmethod
     def _cut(s: Sample, max_tokens: int) -> Sample:
-        if len(s.token_ids) <= max_tokens:
-            return s
-        top = s.top_logprobs[:max_tokens] if s.top_logprobs is not None else None
-        return replace(s, token_ids=s.token_ids[:max_tokens], text=s.text[:max_tokens],
-                       logprobs=s.logprobs[:max_tokens], top_logprobs=top, finish_reason="length")
+        return s if len(s.token_ids) <= max_tokens else prefix(s, max_tokens, "length")
 
     def chat_prompt_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
         text = "".join(f"<{m['role']}>{m['content']}\n" for m in messages)
