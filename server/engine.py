@@ -8,6 +8,7 @@ shared prefix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import itertools
@@ -24,8 +25,9 @@ from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 
-from search.types import SamplingSpec, Sample
-from server.self_certainty_recorder import RECORD_KEY, SelfCertaintyRecorder, read_record, record_path
+from search.pruning import PRUNED
+from search.types import SamplingSpec, Sample, StopRule
+from server.self_certainty_recorder import RECORD_KEY, RecordReader, SelfCertaintyRecorder
 
 _request_ids = itertools.count()
 CPU_BLOCK_SIZE = 32
@@ -65,27 +67,26 @@ def sampling_params_from_spec(spec: SamplingSpec, request: SamplingParams | None
     )
 
 
-def sample_from_output(output: CompletionOutput, cached_prompt_tokens: int, top_k: int | None,
-                       record: str | None = None) -> Sample:
-    chosen: list[float] = []
-    top: list[dict[int, float]] | None = [] if top_k else None
+def sample_from_output(output: CompletionOutput, cached_prompt_tokens: int, top_k: int | None) -> Sample:
+    sample = Sample(token_ids=[], text="", logprobs=[], top_logprobs=[] if top_k else None,
+                    cached_prompt_tokens=cached_prompt_tokens)
+    extend_sample(sample, output, top_k)
+    return sample
+
+
+def extend_sample(sample: Sample, output: CompletionOutput, top_k: int | None) -> None:
+    """`sample` grown by a DELTA output (or filled by a whole one)."""
     for token_id, position in zip(output.token_ids, output.logprobs or []):
-        chosen.append(position[token_id].logprob)
-        if top is not None:
+        sample.logprobs.append(position[token_id].logprob)
+        if sample.top_logprobs is not None:
             # vLLM adds the sampled token to the top-k when it is not among them; keep exactly k.
             ranked = sorted(position.items(), key=lambda item: item[1].rank or 0)
             limit = len(ranked) if top_k == -1 else top_k
-            top.append({tid: lp.logprob for tid, lp in ranked[:limit]})
-    return Sample(
-        token_ids=list(output.token_ids),
-        text=output.text,
-        logprobs=chosen,
-        top_logprobs=top,
-        finish_reason=output.finish_reason,
-        stop_reason=output.stop_reason,
-        cached_prompt_tokens=cached_prompt_tokens,
-        token_self_certainty=read_record(record, len(output.token_ids)) if record else None,
-    )
+            sample.top_logprobs.append({tid: lp.logprob for tid, lp in ranked[:limit]})
+    sample.token_ids.extend(output.token_ids)
+    sample.text += output.text
+    sample.finish_reason = output.finish_reason
+    sample.stop_reason = output.stop_reason
 
 
 class VLLMGenerator:
@@ -137,45 +138,75 @@ class VLLMGenerator:
     ) -> AsyncIterator[RequestOutput]:
         """vLLM's own outputs for one request; closing the iterator aborts the request."""
         request_id = request_id or f"dlb-{next(_request_ids)}"
-        try:
-            async for output in self.engine.generate(tokens_input(list(prompt_ids)), params, request_id):
-                yield output
-        except VLLMClientError as exc:  # a request the engine refuses (too long a prompt, ...)
-            raise ValueError(str(exc)) from exc
+        # Closed explicitly: vLLM aborts the request in its frontend before the next output is
+        # processed, rather than whenever the abandoned generator is collected.
+        async with contextlib.aclosing(self.engine.generate(tokens_input(list(prompt_ids)), params, request_id)) as outputs:
+            try:
+                async for output in outputs:
+                    yield output
+            except VLLMClientError as exc:  # a request the engine refuses (too long a prompt, ...)
+                raise ValueError(str(exc)) from exc
 
     def for_request(self, request: SamplingParams, request_id: str) -> "RequestGenerator":
         return RequestGenerator(self, request, request_id)
 
     async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec, request: SamplingParams | None = None,
-                       request_id: str | None = None) -> list[Sample]:
+                       request_id: str | None = None, should_stop: StopRule | None = None) -> list[Sample]:
         params = sampling_params_from_spec(spec, request)
-        if spec.token_self_certainty and self.records_self_certainty:
-            return await self._generate_recorded(prompt_ids, params, _top_k(spec), request_id)
+        recorded = spec.token_self_certainty and self.records_self_certainty
+        if recorded or should_stop is not None:
+            return await self._generate_each(prompt_ids, params, _top_k(spec), request_id, recorded, should_stop)
         final = await self._final_output(prompt_ids, params, request_id)
         outputs = sorted(final.outputs, key=lambda o: o.index)
         return [sample_from_output(o, final.num_cached_tokens or 0, _top_k(spec)) for o in outputs]
 
-    async def _generate_recorded(self, prompt_ids: Sequence[int], params: SamplingParams,
-                                 top_k: int | None, request_id: str | None) -> list[Sample]:
-        """n requests of one sample each, every one with its own self-certainty record: vLLM
-        fans `n` out into child requests all the same, but children share one extra_args."""
-        names = [secrets.token_hex(12) for _ in range(params.n)]
+    async def _generate_each(self, prompt_ids: Sequence[int], params: SamplingParams, top_k: int | None,
+                             request_id: str | None, recorded: bool, should_stop: StopRule | None) -> list[Sample]:
+        """n requests of one sample each: each can have its own self-certainty record (vLLM fans
+        `n` out into child requests all the same, but children share one extra_args) and be
+        stopped on its own while it streams."""
         children = []
-        for index, name in enumerate(names):
+        for index in range(params.n):
             child = params.clone()
             child.n = 1
             child.seed = None if params.seed is None else params.seed + index
-            child.extra_args = {**(params.extra_args or {}), RECORD_KEY: name}
+            if recorded:
+                child.extra_args = {**(params.extra_args or {}), RECORD_KEY: secrets.token_hex(12)}
+            if should_stop is not None:
+                child.output_kind = RequestOutputKind.DELTA
             children.append(child)
+        return list(await asyncio.gather(*(
+            self._one_sample(prompt_ids, child, top_k, request_id and f"{request_id}-{index}", index, should_stop)
+            for index, child in enumerate(children))))
+
+    async def _one_sample(self, prompt_ids: Sequence[int], params: SamplingParams, top_k: int | None,
+                          request_id: str | None, index: int, should_stop: StopRule | None) -> Sample:
+        """One request's sample, grown as its outputs arrive; stopped (the request aborted at once,
+        before any further output is counted) when `should_stop` says so."""
+        sample = Sample(token_ids=[], text="", logprobs=[], top_logprobs=[] if top_k else None)
+        name = (params.extra_args or {}).get(RECORD_KEY)
+        record = RecordReader(name) if name else None
         try:
-            finals = await asyncio.gather(*(
-                self._final_output(prompt_ids, child, request_id and f"{request_id}-{index}")
-                for index, child in enumerate(children)))
-            return [sample_from_output(final.outputs[0], final.num_cached_tokens or 0, top_k, name)
-                    for final, name in zip(finals, names)]
+            async with contextlib.aclosing(self.stream(prompt_ids, params, request_id)) as outputs:
+                async for output in outputs:
+                    sample.cached_prompt_tokens = output.num_cached_tokens or 0
+                    extend_sample(sample, output.outputs[0], top_k)
+                    if record is not None and (should_stop is not None or output.finished):
+                        sample.token_self_certainty = record.prefix(len(sample.token_ids))
+                    if should_stop is None:
+                        continue
+                    if output.finished:
+                        should_stop(index, sample)
+                    elif should_stop(index, sample):
+                        sample.finish_reason = PRUNED
+                        break
         finally:
-            for name in names:  # aborted or failed requests leave theirs behind
-                record_path(name).unlink(missing_ok=True)
+            if record is not None:  # aborted or failed requests leave theirs behind
+                record.close()
+        if sample.token_self_certainty is not None and sample.finish_reason != PRUNED \
+                and len(sample.token_self_certainty) < len(sample.token_ids):
+            sample.token_self_certainty = None  # a position never recorded: no record rather than a wrong one
+        return sample
 
     async def _final_output(self, prompt_ids: Sequence[int], params: SamplingParams,
                             request_id: str | None = None) -> RequestOutput:
@@ -215,8 +246,10 @@ class RequestGenerator:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:
-        return await self.engine.generate(prompt_ids, spec, self.request, f"{self.request_id}-{next(self.calls)}")
+    async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec,
+                       should_stop: StopRule | None = None) -> list[Sample]:
+        return await self.engine.generate(prompt_ids, spec, self.request, f"{self.request_id}-{next(self.calls)}",
+                                          should_stop)
 
 
 def apply_cpu_defaults(engine_args: AsyncEngineArgs) -> None:

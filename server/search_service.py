@@ -132,7 +132,7 @@ class SearchOutcome:
             "answer_tokens": len(chosen.sample.token_ids), "truncated": result.truncated,
             "elapsed_s": round(self.elapsed_s, 3), "engine_calls": result.usage.engine_calls,
             "served_by": REPLICA, "grown_by": self.grown_by,
-            "truncated_reason": truncated_reason(result),
+            "truncated_reason": truncated_reason(result), "pruning": result.pruning,
         }
         if return_trace:
             report["trace"] = result.trace

@@ -6,8 +6,8 @@ those rank candidates poorly (Spearman 0.76 at k = 20, bench/self_certainty_fide
 asking for all V logprobs ships V floats per token to Python. The full logits are on hand in the
 sampler anyway, so this logits processor computes the two reductions there, leaves the logits
 untouched, and appends one (position, value) record per step to a small file that the frontend
-reads once the request has finished. Only requests whose SamplingParams.extra_args carry
-`RECORD_KEY` pay anything.
+reads as the request runs (for a stop rule) or once it has finished. Only requests whose
+SamplingParams.extra_args carry `RECORD_KEY` pay anything.
 
 The engine core runs in another process, hence the file: it lies in shared memory
 (/dev/shm when there is one), one per request, removed by the reader.
@@ -45,25 +45,52 @@ def record_path(name: str) -> Path:
     return record_dir() / name
 
 
-def read_record(name: str, tokens: int) -> list[float] | None:
-    """The value for each of the first `tokens` positions, then removes the file.
+class RecordReader:
+    """One request's record, read as the engine appends to it (it may be read while the request
+    runs: each step's record is written before that step's token leaves the engine core)."""
 
-    A position can be recorded twice (a chunked prefill samples and discards a token before the
-    prompt's last chunk); the last record wins. None when any position is missing.
-    """
-    path = record_path(name)
+    def __init__(self, name: str):
+        self.path = record_path(name)
+        self.file: BinaryIO | None = None
+        self.pending = b""
+        self.values: dict[int, float] = {}
+
+    def prefix(self, tokens: int) -> list[float]:
+        """The values of positions 0, 1, ... up to `tokens`, as far as they are recorded yet.
+
+        A position can be recorded twice (a chunked prefill samples and discards a token before
+        the prompt's last chunk); the last record wins."""
+        if self.file is None:
+            try:
+                self.file = open(self.path, "rb")
+            except FileNotFoundError:
+                return []
+        data = self.pending + self.file.read()
+        whole = len(data) - len(data) % RECORD.size
+        self.pending = data[whole:]
+        for position, value in RECORD.iter_unpack(data[:whole]):
+            self.values[position] = value
+        values = []
+        while len(values) < tokens and len(values) in self.values:
+            values.append(self.values[len(values)])
+        return values
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def read_record(name: str, tokens: int) -> list[float] | None:
+    """The value for each of the first `tokens` positions, then removes the file; None when any
+    position is missing."""
+    reader = RecordReader(name)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
+        values = reader.prefix(tokens)
+        found = reader.file is not None
     finally:
-        path.unlink(missing_ok=True)
-    values: dict[int, float] = {}
-    for position, value in RECORD.iter_unpack(data[: len(data) - len(data) % RECORD.size]):
-        values[position] = value
-    if any(position not in values for position in range(tokens)):
-        return None
-    return [values[position] for position in range(tokens)]
+        reader.close()
+    return values if found and len(values) == tokens else None
 
 
 def token_self_certainty(logits: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,52 @@
+"""Online confidence pruning on the real engine, through the API: pruned samples are aborted,
+reported, and every token they generated is in the usage."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import MODEL
+
+PROBLEM = [{"role": "user", "content": "Ann has 7 pens and buys 5 more. How many pens does she have? "
+                                       'Think step by step, then end with "The answer is N."'}]
+
+
+def generated_tokens(server: str) -> float:
+    """The actor engine's vLLM counter of generated tokens."""
+    for line in httpx.get(f"{server}/metrics").text.splitlines():
+        if line.startswith("vllm:generation_tokens_total{"):
+            return float(line.split()[-1])
+    raise AssertionError("no vllm:generation_tokens_total in /metrics")
+
+
+def test_pruned_self_consistency_reports_its_pruned_samples_and_counts_their_tokens(server, client):
+    # Threshold at the warm-up's best lowest window: a later sample whose window falls below it
+    # is stopped; no consensus stop, so every stop is a confidence prune.
+    prune = {"warmup": 2, "percentile": 100, "window": 16, "consensus": 1.0}
+    before = generated_tokens(server)
+    response = client.chat.completions.create(
+        model=MODEL, messages=PROBLEM, max_tokens=96, seed=5,
+        extra_body={"search": {"strategy": "self_consistency", "n": 8, "temperature": 1.0, "cache": False,
+                               "return_trace": True, "prune": prune}})
+    after = generated_tokens(server)
+    report = response.model_extra["search"]
+    pruning = report["pruning"]
+
+    assert pruning["confidence"] == "self_certainty" and pruning["threshold"] > 0
+    assert pruning["pruned"] >= 1 and report["candidates"] + pruning["pruned"] == 8
+    [sampled] = [step for step in report["trace"] if step["step"] == "sample" and "pruned_tokens" in step]
+    # Stopped after a full window and before its end: the engine request was aborted mid-way.
+    assert all(16 <= tokens < 96 for tokens in sampled["pruned_tokens"])
+    assert pruning["stopped_tokens"] == sum(sampled["pruned_tokens"])
+    # Every token the engine generated for this request, the pruned samples' included, is billed.
+    assert response.usage.completion_tokens == after - before
+    assert response.choices[0].message.content
+
+
+def test_a_bad_prune_setting_is_a_400_naming_it(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=PROBLEM, max_tokens=8,
+                                       extra_body={"search": {"strategy": "best_of_n", "prune": {"window": 0}}})
+    assert caught.value.response.json()["error"]["param"] == "search.prune.window"
