@@ -84,17 +84,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--prune-json", default="true", help="the search.prune value of the pruned run")
+    parser.add_argument("--prune-json", action="append",
+                        help="the search.prune value of a pruned run (repeatable, one run each); default: true")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--request-timeout", type=float, default=1800.0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     # What bench.run's request_options reads.
     args.answer_format, args.cache, args.instruction = "number", False, INSTRUCTION
-    prune = json.loads(args.prune_json)
     unpruned = f"self_consistency n={args.n}"
-    variants = {GREEDY: (GREEDY, {}), unpruned: ("self_consistency", {}),
-                f"{unpruned} prune": ("self_consistency", {"prune": prune})}
+    variants = {GREEDY: (GREEDY, {}), unpruned: ("self_consistency", {})}
+    for text in args.prune_json or ["true"]:
+        variants[f"{unpruned} prune={text}"] = ("self_consistency", {"prune": json.loads(text)})
     rows = asyncio.run(run_variants(args, variants))
     table = format_rows(rows, unpruned)
     print(table)

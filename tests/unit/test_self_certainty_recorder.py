@@ -85,6 +85,23 @@ def test_a_position_recorded_twice_keeps_the_last_value_and_a_missing_one_fails(
     assert read_record("ee" * 6, 1) is None  # no file at all
 
 
+def test_a_record_read_while_it_grows_gives_the_positions_recorded_so_far():
+    name = "ab" * 6
+    reader = recorder.RecordReader(name)
+    assert reader.prefix(3) == []  # the engine has not written its first step yet
+    path = recorder.record_path(name)
+    path.parent.mkdir()
+    with open(path, "ab", buffering=0) as engine_side:
+        engine_side.write(recorder.RECORD.pack(0, 1.5))
+        engine_side.write(recorder.RECORD.pack(1, 2.5)[:3])  # half a record: not read yet
+        assert reader.prefix(3) == [1.5]
+        engine_side.write(recorder.RECORD.pack(1, 2.5)[3:] + recorder.RECORD.pack(2, 3.5))
+        assert reader.prefix(3) == [1.5, 2.5, 3.5]
+        assert reader.prefix(2) == [1.5, 2.5]
+    reader.close()
+    assert not path.exists()
+
+
 @pytest.mark.parametrize("name", ["../etc/passwd", "ABC123456789", "short", 42])
 def test_names_that_are_not_short_hex_are_refused(name):
     with pytest.raises((ValueError, TypeError)):
