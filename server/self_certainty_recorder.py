@@ -54,26 +54,27 @@ class RecordReader:
         self.file: BinaryIO | None = None
         self.pending = b""
         self.values: dict[int, float] = {}
+        self.recorded: list[float] = []  # positions 0, 1, ... as far as they are recorded
 
     def prefix(self, tokens: int) -> list[float]:
-        """The values of positions 0, 1, ... up to `tokens`, as far as they are recorded yet.
+        """The values of positions 0, 1, ... up to `tokens`, as far as they are recorded yet: the
+        reader's own list, which later calls with more tokens extend.
 
         A position can be recorded twice (a chunked prefill samples and discards a token before
-        the prompt's last chunk); the last record wins."""
+        the prompt's last chunk, before any token reaches the frontend); the last record wins."""
         if self.file is None:
             try:
                 self.file = open(self.path, "rb")
             except FileNotFoundError:
-                return []
+                return self.recorded
         data = self.pending + self.file.read()
         whole = len(data) - len(data) % RECORD.size
         self.pending = data[whole:]
         for position, value in RECORD.iter_unpack(data[:whole]):
             self.values[position] = value
-        values = []
-        while len(values) < tokens and len(values) in self.values:
-            values.append(self.values[len(values)])
-        return values
+        while len(self.recorded) < tokens and len(self.recorded) in self.values:
+            self.recorded.append(self.values.pop(len(self.recorded)))
+        return self.recorded
 
     def close(self) -> None:
         if self.file is not None:
