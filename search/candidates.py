@@ -193,8 +193,7 @@ class CandidatePool:
     def pruning_report(self) -> dict | None:
         if self.pruning is None:
             return None
-        self.pruning.stopped_tokens = [len(sample.token_ids) for sample in self.pruned]
-        return self.pruning.report()
+        return self.pruning.report([len(sample.token_ids) for sample in self.pruned])
 
 
 async def sample_and_score(ctx: SearchContext, params: CommonParams, strategy: str) -> CandidatePool:

@@ -129,7 +129,6 @@ class Pruning:
     votes: list[tuple[str, float]] = field(default_factory=list)
     finished_lengths: list[int] = field(default_factory=list)
     stopped: dict[int, str] = field(default_factory=dict)  # call index -> "confidence" | "consensus"
-    stopped_tokens: list[int] = field(default_factory=list)
     not_drawn: int = 0
     tracks: dict[int, ConfidenceTrack] = field(default_factory=dict)
 
@@ -183,15 +182,17 @@ class Pruning:
         self.stopped[index] = reason
         return True
 
-    def tokens_saved(self) -> int:
+    def tokens_saved(self, stopped_tokens: list[int]) -> int:
         """Estimated tokens an unpruned search would have generated beyond this one: each stopped
-        or undrawn sample taken at the mean length of the samples that ended on their own."""
+        (with `stopped_tokens` each) or undrawn sample taken at the mean length of the samples
+        that ended on their own."""
         if not self.finished_lengths:
             return 0
         typical = min(self.max_tokens, round(sum(self.finished_lengths) / len(self.finished_lengths)))
-        return sum(max(0, typical - tokens) for tokens in self.stopped_tokens) + typical * self.not_drawn
+        return sum(max(0, typical - tokens) for tokens in stopped_tokens) + typical * self.not_drawn
 
-    def report(self) -> dict:
+    def report(self, stopped_tokens: list[int]) -> dict:
+        """The response's `pruning` object; `stopped_tokens`: what each stopped sample generated."""
         reasons = list(self.stopped.values())
         threshold = None if self.threshold is None or not math.isfinite(self.threshold) else round(self.threshold, 4)
         return {
@@ -199,6 +200,6 @@ class Pruning:
             "percentile": self.settings.percentile, "warmup": len(self.warmup_lowest),
             "threshold": threshold, "pruned": reasons.count("confidence"),
             "stopped_at_consensus": reasons.count("consensus"), "not_drawn": self.not_drawn,
-            "stopped_tokens": sum(self.stopped_tokens), "tokens_saved_estimate": self.tokens_saved(),
+            "stopped_tokens": sum(stopped_tokens), "tokens_saved_estimate": self.tokens_saved(stopped_tokens),
             "voters": len(self.votes),
         }
