@@ -95,7 +95,7 @@ class CandidatePool:
         warmup = min(settings.warmup, n)
         pruning.warm_up(await self.draw(warmup, params, confidence=True))
         rest = n - warmup
-        if rest and pruning.settled():
+        if rest and pruning.settled:
             pruning.not_drawn = rest
         elif rest:
             await self.draw(rest, params, confidence=True, should_stop=pruning.should_stop)

@@ -131,6 +131,7 @@ class Pruning:
     stopped: dict[int, str] = field(default_factory=dict)  # call index -> "confidence" | "consensus"
     not_drawn: int = 0
     tracks: dict[int, ConfidenceTrack] = field(default_factory=dict)
+    settled: bool = False  # the vote's leader holds `consensus` of its weight
 
     def lowest(self, sample: Sample) -> float:
         track = ConfidenceTrack()
@@ -148,14 +149,16 @@ class Pruning:
         answer = self.extract(sample.text)
         if answer is not None and lowest >= self.threshold:
             self.votes.append((answer, lowest))
+            self.settled = self.vote_is_settled()
 
     def weight(self, sample: Sample) -> float:
         """A kept sample's vote weight: its lowest group confidence, 0 below the threshold."""
         lowest = self.lowest(sample)
         return lowest if self.threshold is None or lowest >= self.threshold else 0.0
 
-    def settled(self) -> bool:
-        """The leader holds `consensus` of the weight of at least two votes (one vote always holds all)."""
+    def vote_is_settled(self) -> bool:
+        """The leader holds `consensus` of the weight of at least two votes (one vote always holds
+        all). Computed once per new vote: the stop rule runs at every token."""
         if len(self.votes) < 2 or self.settings.consensus >= 1.0:
             return False
         groups = group_answers([answer for answer, _ in self.votes], self.equivalent,
@@ -174,7 +177,7 @@ class Pruning:
         window = self.settings.window
         if len(values) >= window and sum(values[-window:]) / window < self.threshold:
             return self.stop(index, "confidence")
-        if self.settled():
+        if self.settled:
             return self.stop(index, "consensus")
         return False
 
