@@ -94,9 +94,9 @@ class ConfidenceTrack:
             self.values.extend(sample.token_self_certainty[len(self.values):])
         elif sample.top_logprobs is not None:
             for position in sample.top_logprobs[len(self.values):]:
-                # vLLM may add the sampled token as a (k+1)-th entry: exactly the top k.
+                # vLLM may add the sampled token as a (k+1)-th entry: the top k at most.
                 top = sorted(position.values(), reverse=True)[:CONFIDENCE_TOP_K]
-                self.values.append(-sum(top) / CONFIDENCE_TOP_K)
+                self.values.append(-sum(top) / len(top) if top else 0.0)
         return self.values
 
 
