@@ -29,6 +29,7 @@ class CandidatePool:
         self.trace: list[dict] = []
         self.truncated = False
         self.rounds = 0
+        self.tree = Tree()  # a root with a child per sample, grown as they come
 
     def call_seed(self) -> int | None:
         """A distinct seed per engine call: one seed for every call would repeat the samples."""
@@ -61,6 +62,9 @@ class CandidatePool:
         answers = [self.ctx.answers.extract(sample.text) for sample in samples]
         self.samples.extend(samples)
         self.answers.extend(answers)
+        for sample, answer in zip(samples, answers):
+            self.tree.root.add_child(token_ids=list(sample.token_ids), text=sample.text,
+                                     terminal=sample.finish_reason != "length", answer=answer, call=sample.call)
         self.trace.append({
             "step": "sample",
             "first_index": first,
@@ -78,6 +82,8 @@ class CandidatePool:
         calls_before = self.ctx.generator.usage.engine_calls
         scores = await self.ctx.scorer.score(self.ctx.scoring_context(), self.samples)
         self.scores = [float(score) for score in scores]
+        for child, score in zip(self.tree.root.children, self.scores):
+            child.score = score
         self.trace.append({"step": "score", "scorer": self.ctx.scorer.name, "scores": self.scores})
         if self.ctx.generator.usage.engine_calls > calls_before:
             self.round_done()
@@ -118,18 +124,9 @@ class CandidatePool:
         """The SearchResult choosing candidate `selected` by `rule` (a word for the trace)."""
         usage = replace(self.ctx.generator.usage)
         truncated = self.truncated or self.ctx.generator.budget_limited
-        tree = Tree()
-        candidates = []
-        for index, (sample, answer) in enumerate(zip(self.samples, self.answers)):
-            score = self.scores[index] if self.scores is not None else None
-            candidates.append(Candidate(sample, answer, score, votes[index]))
-            tree.root.add_child(
-                token_ids=list(sample.token_ids),
-                text=sample.text,
-                score=score,
-                terminal=sample.finish_reason != "length",
-                answer=answer,
-            )
+        tree = self.tree
+        candidates = [Candidate(sample, answer, self.scores[index] if self.scores is not None else None, votes[index])
+                      for index, (sample, answer) in enumerate(zip(self.samples, self.answers))]
         if not candidates:
             empty = Candidate(Sample(token_ids=[], text="", logprobs=[]))
             self.trace.append({"step": "select", "index": -1, "rule": "nothing generated"})

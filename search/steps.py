@@ -56,6 +56,8 @@ class StepSearch:
         self.requests = 0
         # A value read from the engine's self-certainty needs it recorded for every step.
         self.asks_self_certainty = bool(ctx.scorer and ctx.scorer.token_self_certainty)
+        # What earlier runs on a stored tree spent: this run's call traces count after it.
+        self.earlier = (self.tree.engine_calls, self.tree.spent_tokens)
 
     def room(self, node: Node) -> int:
         """Tokens the answer may still grow by below `node`: ctx.max_tokens caps the whole path."""
@@ -174,8 +176,9 @@ class StepSearch:
         terminal = ends_answer or len(ids) >= self.room(parent)
         answer = self.ctx.answers.extract(parent.path_text() + text) if terminal else None
         certainty = None if sample.token_self_certainty is None else list(sample.token_self_certainty)
+        call = None if sample.call is None else sample.call.shifted(*self.earlier)
         return {"token_ids": ids, "text": text, "logprobs": logprobs, "self_certainty": certainty,
-                "terminal": terminal, "answer": answer}
+                "terminal": terminal, "answer": answer, "call": call}
 
     def finish_reason(self, node: Node) -> str:
         return "stop" if node.terminal and self.room(node) > 0 else "length"
@@ -232,7 +235,7 @@ class StepSearch:
         if chosen is self.tree.root:
             empty = Candidate(Sample(token_ids=[], text="", logprobs=[]))
             self.trace.append({"step": "select", "node": None, "rule": "nothing generated"})
-            return SearchResult(self.strategy, empty, -1, [], usage, True, self.tree.to_dict(), self.trace)
+            return SearchResult(self.strategy, empty, -1, [], usage, True, self.tree_dict(), self.trace)
         if chosen not in candidates:
             candidates, scores = [*candidates, chosen], [*scores, chosen.score]
         weights = answer_weights(scores)
@@ -247,4 +250,11 @@ class StepSearch:
         self.trace.append({"step": "select", "node": chosen.address(), "rule": rule, "answer": chosen.answer})
         truncated = self.truncated or made[index].sample.finish_reason != "stop"
         return SearchResult(self.strategy, made[index], index, made, usage, truncated,
-                            self.tree.to_dict(), self.trace)
+                            self.tree_dict(), self.trace)
+
+    def tree_dict(self) -> dict:
+        """The tree as stored, counting this run's engine calls and tokens into its totals."""
+        usage = self.ctx.generator.usage
+        self.tree.engine_calls = self.earlier[0] + usage.engine_calls
+        self.tree.spent_tokens = self.earlier[1] + usage.completion_tokens
+        return self.tree.to_dict()

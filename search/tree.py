@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from search.types import CallTrace
+
 
 @dataclass(eq=False)
 class Node:
@@ -25,6 +27,7 @@ class Node:
     score: float | None = None
     terminal: bool = False
     answer: str | None = None
+    call: CallTrace | None = None  # the engine call that generated this node's step
     children: list[Node] = field(default_factory=list)
     parent: Node | None = field(default=None, repr=False)
 
@@ -106,6 +109,8 @@ class Node:
             data["terminal"] = True
         if self.answer is not None:
             data["answer"] = self.answer
+        if self.call is not None:
+            data["call"] = self.call.to_dict()
         if self.children:
             data["children"] = [child.to_dict() for child in self.children]
         return data
@@ -123,6 +128,7 @@ class Node:
             score=data.get("score"),
             terminal=data.get("terminal", False),
             answer=data.get("answer"),
+            call=CallTrace.from_dict(data["call"]) if "call" in data else None,
             parent=parent,
         )
         node.children = [cls.from_dict(child, node) for child in data.get("children", [])]
@@ -133,6 +139,10 @@ class Node:
 class Tree:
     root: Node = field(default_factory=Node)
     iterations: int = 0  # search iterations spent on this tree, over every run that grew it
+    # Engine calls and generated tokens over every earlier run that grew it (a run continuing
+    # the tree counts its calls' traces after them).
+    engine_calls: int = 0
+    spent_tokens: int = 0
 
     def nodes(self) -> Iterator[Node]:
         return self.root.walk()
@@ -144,8 +154,13 @@ class Tree:
         data: dict = {"root": self.root.to_dict()}
         if self.iterations:
             data["iterations"] = self.iterations
+        if self.engine_calls:
+            data["engine_calls"] = self.engine_calls
+        if self.spent_tokens:
+            data["spent_tokens"] = self.spent_tokens
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Tree:
-        return cls(Node.from_dict(data["root"]), data.get("iterations", 0))
+        return cls(Node.from_dict(data["root"]), data.get("iterations", 0), data.get("engine_calls", 0),
+                   data.get("spent_tokens", 0))

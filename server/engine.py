@@ -66,7 +66,7 @@ def sampling_params_from_spec(spec: SamplingSpec, request: SamplingParams | None
 
 
 def sample_from_output(output: CompletionOutput, cached_prompt_tokens: int, top_k: int | None,
-                       record: str | None = None) -> Sample:
+                       record: str | None = None, request_id: str | None = None) -> Sample:
     chosen: list[float] = []
     top: list[dict[int, float]] | None = [] if top_k else None
     for token_id, position in zip(output.token_ids, output.logprobs or []):
@@ -85,6 +85,7 @@ def sample_from_output(output: CompletionOutput, cached_prompt_tokens: int, top_
         stop_reason=output.stop_reason,
         cached_prompt_tokens=cached_prompt_tokens,
         token_self_certainty=read_record(record, len(output.token_ids)) if record else None,
+        request_id=request_id,
     )
 
 
@@ -153,7 +154,8 @@ class VLLMGenerator:
             return await self._generate_recorded(prompt_ids, params, _top_k(spec), request_id)
         final = await self._final_output(prompt_ids, params, request_id)
         outputs = sorted(final.outputs, key=lambda o: o.index)
-        return [sample_from_output(o, final.num_cached_tokens or 0, _top_k(spec)) for o in outputs]
+        return [sample_from_output(o, final.num_cached_tokens or 0, _top_k(spec), request_id=final.request_id)
+                for o in outputs]
 
     async def _generate_recorded(self, prompt_ids: Sequence[int], params: SamplingParams,
                                  top_k: int | None, request_id: str | None) -> list[Sample]:
@@ -171,7 +173,7 @@ class VLLMGenerator:
             finals = await asyncio.gather(*(
                 self._final_output(prompt_ids, child, request_id and f"{request_id}-{index}")
                 for index, child in enumerate(children)))
-            return [sample_from_output(final.outputs[0], final.num_cached_tokens or 0, top_k, name)
+            return [sample_from_output(final.outputs[0], final.num_cached_tokens or 0, top_k, name, final.request_id)
                     for final, name in zip(finals, names)]
         finally:
             for name in names:  # aborted or failed requests leave theirs behind
