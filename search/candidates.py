@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from search.params import CommonParams
-from search.tree import Tree
+from search.tree import Growth, Tree
 from search.types import (
     BudgetExhausted,
     Candidate,
@@ -30,6 +30,7 @@ class CandidatePool:
         self.truncated = False
         self.rounds = 0
         self.tree = Tree()  # a root with a child per sample, grown as they come
+        self.growth = Growth(self.tree)
 
     def call_seed(self) -> int | None:
         """A distinct seed per engine call: one seed for every call would repeat the samples."""
@@ -103,6 +104,7 @@ class CandidatePool:
             "engine_calls": usage.engine_calls,
             "leader": top.answer if top else None,
             "leader_votes": top.weight if top else 0,
+            **self.growth.since_last(),
         })
 
     def stop(self, reason: BudgetExhausted) -> None:

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import AsyncIterator, Sequence
 
 from search.params import StepParams
-from search.tree import Node, Tree
+from search.tree import Growth, Node, Tree
 from search.types import BudgetExhausted, Candidate, Sample, SamplingSpec, SearchContext, SearchResult
 from search.voting import group_answers, vote_shares
 
@@ -58,6 +58,7 @@ class StepSearch:
         self.asks_self_certainty = bool(ctx.scorer and ctx.scorer.token_self_certainty)
         # What earlier runs on a stored tree spent: this run's call traces count after it.
         self.earlier = (self.tree.engine_calls, self.tree.spent_tokens)
+        self.growth = Growth(self.tree)
 
     def room(self, node: Node) -> int:
         """Tokens the answer may still grow by below `node`: ctx.max_tokens caps the whole path."""
@@ -220,6 +221,7 @@ class StepSearch:
             "candidates": sum(node.terminal for node in nodes),
             "completion_tokens": usage.completion_tokens,
             "engine_calls": usage.engine_calls,
+            **self.growth.since_last(),
         })
 
     def stop(self, reason: BudgetExhausted) -> None:

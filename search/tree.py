@@ -88,6 +88,13 @@ class Node:
 
     def to_dict(self) -> dict:
         """Compact form: fields still at their defaults are left out."""
+        data = self.own_dict()
+        if self.children:
+            data["children"] = [child.to_dict() for child in self.children]
+        return data
+
+    def own_dict(self) -> dict:
+        """to_dict of this node alone, without its children."""
         data: dict = {}
         if self.token_ids:
             data["ids"] = list(self.token_ids)
@@ -111,8 +118,15 @@ class Node:
             data["answer"] = self.answer
         if self.call is not None:
             data["call"] = self.call.to_dict()
-        if self.children:
-            data["children"] = [child.to_dict() for child in self.children]
+        return data
+
+    def view(self) -> dict:
+        """What a viewer draws of this node: own_dict without the per-token lists (the mean
+        self-certainty instead), with its address."""
+        data = {key: value for key, value in self.own_dict().items() if key not in ("ids", "logprobs", "sc")}
+        if self.self_certainty:
+            data["self_certainty"] = sum(self.self_certainty) / len(self.self_certainty)
+        data["address"] = self.address()
         return data
 
     @classmethod
@@ -164,3 +178,24 @@ class Tree:
     def from_dict(cls, data: dict) -> Tree:
         return cls(Node.from_dict(data["root"]), data.get("iterations", 0), data.get("engine_calls", 0),
                    data.get("spent_tokens", 0))
+
+
+class Growth:
+    """What a tree gained since the last look, for a live view: the view of each node new since
+    then (parents before children), and `[address, visits, value_sum, score]` of each earlier
+    node whose stats changed. The first look sees the whole tree (a stored one included)."""
+
+    def __init__(self, tree: Tree):
+        self.tree = tree
+        self.seen: dict[Node, tuple] = {}
+
+    def since_last(self) -> dict:
+        new, moved = [], []
+        for node in self.tree.nodes():
+            stats = (node.visits, node.value_sum, node.score)
+            if node not in self.seen:
+                new.append(node.view())
+            elif self.seen[node] != stats:
+                moved.append([node.address(), *stats])
+            self.seen[node] = stats
+        return {"nodes": new, "stats": moved}
