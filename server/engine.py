@@ -26,6 +26,7 @@ from vllm.v1.engine.async_llm import AsyncLLM
 
 from search.types import SamplingSpec, Sample
 from server.self_certainty_recorder import RECORD_KEY, SelfCertaintyRecorder, read_record, record_path
+from server.tracing import engine_call_span, tracer_for
 
 _request_ids = itertools.count()
 CPU_BLOCK_SIZE = 32
@@ -103,6 +104,7 @@ class VLLMGenerator:
         self.max_model_len: int = self.model_config.max_model_len
         self.max_logprobs: int = self.model_config.max_logprobs
         self.fingerprint = _fingerprint(model_path, self.tokenizer, self.vocab_size)
+        self.tracer = tracer_for(engine)
 
     @classmethod
     def start(cls, engine_args: AsyncEngineArgs) -> "VLLMGenerator":
@@ -145,7 +147,7 @@ class VLLMGenerator:
             raise ValueError(str(exc)) from exc
 
     def for_request(self, request: SamplingParams, request_id: str) -> "RequestGenerator":
-        return RequestGenerator(self, request, request_id)
+        return RequestGenerator(self, request, request_id, self.tracer)
 
     async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec, request: SamplingParams | None = None,
                        request_id: str | None = None) -> list[Sample]:
@@ -206,19 +208,28 @@ class VLLMGenerator:
 class RequestGenerator:
     """The engine as one client request's search sees it: answer samples start from the
     sampling parameters vLLM derived from that request, and every engine request id starts
-    with the client request's id."""
+    with the client request's id. With a tracer, each call is a span (server.tracing)."""
 
-    def __init__(self, engine: VLLMGenerator, request: SamplingParams, request_id: str):
+    def __init__(self, engine: VLLMGenerator, request: SamplingParams, request_id: str, tracer=None):
         self.engine = engine
         self.request = request
         self.request_id = request_id
+        self.tracer = tracer
         self.calls = itertools.count()
 
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
     async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec) -> list[Sample]:
-        return await self.engine.generate(prompt_ids, spec, self.request, f"{self.request_id}-{next(self.calls)}")
+        request_id = f"{self.request_id}-{next(self.calls)}"
+        attributes = {"deliberate.request_id": request_id, "deliberate.prompt_tokens": len(prompt_ids),
+                      "deliberate.n": spec.n, "deliberate.max_tokens": spec.max_tokens}
+        with engine_call_span(self.tracer, attributes) as span:
+            samples = await self.engine.generate(prompt_ids, spec, self.request, request_id)
+            if span is not None:
+                span.set_attribute("deliberate.generated_tokens", sum(len(s.token_ids) for s in samples))
+                span.set_attribute("deliberate.cached_prompt_tokens", samples[0].cached_prompt_tokens if samples else 0)
+        return samples
 
 
 def apply_cpu_defaults(engine_args: AsyncEngineArgs) -> None:

@@ -48,6 +48,7 @@ from server.search_service import (
     DEFAULT_SEARCH_MAX_TOKENS, SearchJob, SearchOutcome, SearchPlan, SearchRequestError, SearchService,
 )
 from server.tree_feed import TreeFeeds
+from server.tracing import search_span
 from server.tree_store import is_tree_id
 
 access_log = logging.getLogger("deliberate.access")
@@ -128,10 +129,12 @@ class SearchingEngineClient:
         job = SearchJob(call.plan, call.question, tuple(prompt_ids), sampling_params, max_tokens, request_id,
                         call.answers, call.scope, call.model)
         call.tree_id = self.service.tree_id(job)
-        return self._answer(call, job)
+        return self._answer(call, job, kwargs.get("trace_headers"))
 
-    async def _answer(self, call: SearchCall, job: SearchJob) -> AsyncIterator[RequestOutput]:
-        call.outcome = await self.service.run(job)
+    async def _answer(self, call: SearchCall, job: SearchJob, trace_headers) -> AsyncIterator[RequestOutput]:
+        with search_span(self.service.generator.tracer, trace_headers,
+                         {"deliberate.strategy": call.plan.strategy, "deliberate.tree_id": call.tree_id}):
+            call.outcome = await self.service.run(job)
         delta = job.sampling.output_kind == RequestOutputKind.DELTA
         for output in answer_outputs(self.service.generator, call.outcome, job, delta):
             yield output
