@@ -285,8 +285,11 @@ function showPrompt(view, strategy, model) {
 
 async function failed(response) {
   let message = `${response.status}`;
-  try { message = (await response.json()).error.message; } catch (error) { /* not JSON */ }
-  status(message);
+  try {
+    const {error} = await response.json();
+    message = typeof error === "string" ? error : error.message;
+  } catch (error) { /* not JSON */ }
+  if (response.status !== 401) status(message);  // a 401 asks for the key instead
   document.body.dataset.state = "failed";
 }
 
