@@ -444,7 +444,7 @@ def not_stored(tree_id: str) -> VLLMNotFoundError:
     return VLLMNotFoundError(f"No stored tree {tree_id}: it expired, was evicted, or was never grown here.")
 
 
-@router.get("/v1/search/trees", response_model=dict[str, Any])
+@router.get("/v1/search/trees", response_model=dict[str, Any], responses={400: ERRORS[400]})
 async def list_trees(raw_request: Request, limit: Annotated[int, Query(ge=1, le=MAX_LISTED_TREES)] = 50
                      ) -> dict[str, Any]:
     """The trees this server's store holds for the caller's key, the latest grown first."""
