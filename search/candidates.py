@@ -126,18 +126,17 @@ class CandidatePool:
         """The SearchResult choosing candidate `selected` by `rule` (a word for the trace)."""
         usage = replace(self.ctx.generator.usage)
         truncated = self.truncated or self.ctx.generator.budget_limited
-        tree = self.tree
         candidates = [Candidate(sample, answer, self.scores[index] if self.scores is not None else None, votes[index])
                       for index, (sample, answer) in enumerate(zip(self.samples, self.answers))]
         if not candidates:
             empty = Candidate(Sample(token_ids=[], text="", logprobs=[]))
             self.trace.append({"step": "select", "index": -1, "rule": "nothing generated"})
-            return SearchResult(self.strategy, empty, -1, [], usage, truncated, tree.to_dict(),
+            return SearchResult(self.strategy, empty, -1, [], usage, truncated, self.tree.to_dict(),
                                 self.trace)
         self.trace.append({"step": "select", "index": selected, "rule": rule,
                            "answer": self.answers[selected]})
         return SearchResult(self.strategy, candidates[selected], selected, candidates, usage,
-                            truncated, tree.to_dict(), self.trace)
+                            truncated, self.tree.to_dict(), self.trace)
 
 
 async def sample_and_score(ctx: SearchContext, params: CommonParams, strategy: str) -> CandidatePool:

@@ -153,8 +153,8 @@ class Node:
 class Tree:
     root: Node = field(default_factory=Node)
     iterations: int = 0  # search iterations spent on this tree, over every run that grew it
-    # Engine calls and generated tokens over every earlier run that grew it (a run continuing
-    # the tree counts its calls' traces after them).
+    # Engine calls and generated tokens over every run that grew it: a run continuing the tree
+    # counts its own calls' traces after them.
     engine_calls: int = 0
     spent_tokens: int = 0
 
