@@ -81,6 +81,7 @@ def test_a_finished_mcts_tree_is_drawn_whole_with_its_chosen_path(server, http, 
     stored = http.get(f"/v1/search/trees/{report['tree_id']}").json()
     open_page(browser, report["viewer_url"])
     wait_done(browser)
+    assert not browser.find_element(By.ID, "index").is_displayed()
     assert len(drawn(browser)) == count_nodes(stored["tree"]["root"])
     chosen = {g.get_attribute("data-address"): g for g in browser.find_elements(By.CSS_SELECTOR, "svg#tree g.node.chosen")}
     leaf = max(chosen, key=len)
@@ -108,6 +109,7 @@ def test_a_finished_mcts_tree_is_drawn_whole_with_its_chosen_path(server, http, 
     browser.get(f"{server}/trees")  # the index: the key stays for this tab
     wait_done(browser)
     assert browser.find_elements(By.CSS_SELECTOR, f"#trees tr[data-tree='{report['tree_id']}']")
+    assert not browser.find_element(By.ID, "viewer").is_displayed()
 
 
 def test_a_page_opened_while_a_streamed_search_runs_grows_with_it(server, browser):
