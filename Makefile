@@ -29,7 +29,7 @@ model: $(READY)
 serve: model
 	$(BIN)/deliberate serve --host $(HOST) --port $(PORT) $(ENGINE_ARGS) $(ARGS)
 
-test: model redis
+test: model redis chromium
 	$(BIN)/python -m pytest -q --durations=10 $(PYTEST_ARGS)
 
 # schemathesis from openapi.yaml against the real server, longer than the pass inside `make test`.
@@ -73,6 +73,11 @@ vllm-suite: model $(VENV)/.vllm-suite-deps
 .PHONY: redis
 redis:
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+
+# Headless Chromium and its driver for the tree viewer's browser tests (Debian's), installed when missing.
+.PHONY: chromium
+chromium:
+	command -v chromedriver >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
 
 openapi: $(READY)
 	$(BIN)/python -m tests.dump_openapi openapi.yaml

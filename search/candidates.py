@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from search.params import CommonParams
 from search.pruning import PRUNED, PruneSettings, Pruning, confidence_spec
-from search.tree import Tree
+from search.tree import Growth, Tree
 from search.types import (
     BudgetExhausted,
     Candidate,
@@ -33,6 +33,8 @@ class CandidatePool:
         self.rounds = 0
         self.pruning: Pruning | None = None
         self.pruned: list[Sample] = []  # stopped by a stop rule: counted in the usage, never candidates
+        self.tree = Tree()  # a root with a child per candidate, grown as they come
+        self.growth = Growth(self.tree)
 
     def call_seed(self) -> int | None:
         """A distinct seed per engine call: one seed for every call would repeat the samples."""
@@ -73,6 +75,9 @@ class CandidatePool:
         self.samples.extend(samples)
         self.answers.extend(answers)
         self.pruned.extend(stopped)
+        for sample, answer in zip(samples, answers):
+            self.tree.root.add_child(token_ids=list(sample.token_ids), text=sample.text,
+                                     terminal=sample.finish_reason != "length", answer=answer, call=sample.call)
         step = {
             "step": "sample",
             "first_index": first,
@@ -128,6 +133,8 @@ class CandidatePool:
         calls_before = self.ctx.generator.usage.engine_calls
         scores = await self.ctx.scorer.score(self.ctx.scoring_context(), self.samples)
         self.scores = [float(score) for score in scores]
+        for child, score in zip(self.tree.root.children, self.scores):
+            child.score = score
         self.trace.append({"step": "score", "scorer": self.ctx.scorer.name, "scores": self.scores})
         if self.ctx.generator.usage.engine_calls > calls_before:
             self.round_done()
@@ -147,6 +154,7 @@ class CandidatePool:
             "engine_calls": usage.engine_calls,
             "leader": top.answer if top else None,
             "leader_votes": top.weight if top else 0,
+            **self.growth.since_last(),
         })
 
     def stop(self, reason: BudgetExhausted) -> None:
@@ -168,27 +176,17 @@ class CandidatePool:
         """The SearchResult choosing candidate `selected` by `rule` (a word for the trace)."""
         usage = replace(self.ctx.generator.usage)
         truncated = self.truncated or self.ctx.generator.budget_limited
-        tree = Tree()
-        candidates = []
-        for index, (sample, answer) in enumerate(zip(self.samples, self.answers)):
-            score = self.scores[index] if self.scores is not None else None
-            candidates.append(Candidate(sample, answer, score, votes[index]))
-            tree.root.add_child(
-                token_ids=list(sample.token_ids),
-                text=sample.text,
-                score=score,
-                terminal=sample.finish_reason != "length",
-                answer=answer,
-            )
+        candidates = [Candidate(sample, answer, self.scores[index] if self.scores is not None else None, votes[index])
+                      for index, (sample, answer) in enumerate(zip(self.samples, self.answers))]
         if not candidates:
             empty = Candidate(Sample(token_ids=[], text="", logprobs=[]))
             self.trace.append({"step": "select", "index": -1, "rule": "nothing generated"})
-            return SearchResult(self.strategy, empty, -1, [], usage, truncated, tree.to_dict(),
+            return SearchResult(self.strategy, empty, -1, [], usage, truncated, self.tree.to_dict(),
                                 self.trace, self.pruning_report())
         self.trace.append({"step": "select", "index": selected, "rule": rule,
                            "answer": self.answers[selected]})
         return SearchResult(self.strategy, candidates[selected], selected, candidates, usage,
-                            truncated, tree.to_dict(), self.trace, self.pruning_report())
+                            truncated, self.tree.to_dict(), self.trace, self.pruning_report())
 
     def pruning_report(self) -> dict | None:
         if self.pruning is None:

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import AsyncIterator, Sequence
 
 from search.params import StepParams
-from search.tree import Node, Tree
+from search.tree import Growth, Node, Tree
 from search.types import BudgetExhausted, Candidate, Sample, SamplingSpec, SearchContext, SearchResult
 from search.voting import group_answers, vote_shares
 
@@ -56,6 +56,9 @@ class StepSearch:
         self.requests = 0
         # A value read from the engine's self-certainty needs it recorded for every step.
         self.asks_self_certainty = bool(ctx.scorer and ctx.scorer.token_self_certainty)
+        # What earlier runs on a stored tree spent: this run's call traces count after it.
+        self.earlier = (self.tree.engine_calls, self.tree.spent_tokens)
+        self.growth = Growth(self.tree)
 
     def room(self, node: Node) -> int:
         """Tokens the answer may still grow by below `node`: ctx.max_tokens caps the whole path."""
@@ -174,8 +177,9 @@ class StepSearch:
         terminal = ends_answer or len(ids) >= self.room(parent)
         answer = self.ctx.answers.extract(parent.path_text() + text) if terminal else None
         certainty = None if sample.token_self_certainty is None else list(sample.token_self_certainty)
+        call = None if sample.call is None else sample.call.shifted(*self.earlier)
         return {"token_ids": ids, "text": text, "logprobs": logprobs, "self_certainty": certainty,
-                "terminal": terminal, "answer": answer}
+                "terminal": terminal, "answer": answer, "call": call}
 
     def finish_reason(self, node: Node) -> str:
         return "stop" if node.terminal and self.room(node) > 0 else "length"
@@ -217,6 +221,7 @@ class StepSearch:
             "candidates": sum(node.terminal for node in nodes),
             "completion_tokens": usage.completion_tokens,
             "engine_calls": usage.engine_calls,
+            **self.growth.since_last(),
         })
 
     def stop(self, reason: BudgetExhausted) -> None:
@@ -232,7 +237,7 @@ class StepSearch:
         if chosen is self.tree.root:
             empty = Candidate(Sample(token_ids=[], text="", logprobs=[]))
             self.trace.append({"step": "select", "node": None, "rule": "nothing generated"})
-            return SearchResult(self.strategy, empty, -1, [], usage, True, self.tree.to_dict(), self.trace)
+            return SearchResult(self.strategy, empty, -1, [], usage, True, self.tree_dict(), self.trace)
         if chosen not in candidates:
             candidates, scores = [*candidates, chosen], [*scores, chosen.score]
         weights = answer_weights(scores)
@@ -247,4 +252,11 @@ class StepSearch:
         self.trace.append({"step": "select", "node": chosen.address(), "rule": rule, "answer": chosen.answer})
         truncated = self.truncated or made[index].sample.finish_reason != "stop"
         return SearchResult(self.strategy, made[index], index, made, usage, truncated,
-                            self.tree.to_dict(), self.trace)
+                            self.tree_dict(), self.trace)
+
+    def tree_dict(self) -> dict:
+        """The tree as stored, counting this run's engine calls and tokens into its totals."""
+        usage = self.ctx.generator.usage
+        self.tree.engine_calls = self.earlier[0] + usage.engine_calls
+        self.tree.spent_tokens = self.earlier[1] + usage.completion_tokens
+        return self.tree.to_dict()

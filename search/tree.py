@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from search.types import CallTrace
+
 
 @dataclass(eq=False)
 class Node:
@@ -25,6 +27,7 @@ class Node:
     score: float | None = None
     terminal: bool = False
     answer: str | None = None
+    call: CallTrace | None = None  # the engine call that generated this node's step
     children: list[Node] = field(default_factory=list)
     parent: Node | None = field(default=None, repr=False)
 
@@ -85,6 +88,13 @@ class Node:
 
     def to_dict(self) -> dict:
         """Compact form: fields still at their defaults are left out."""
+        data = self.own_dict()
+        if self.children:
+            data["children"] = [child.to_dict() for child in self.children]
+        return data
+
+    def own_dict(self) -> dict:
+        """to_dict of this node alone, without its children."""
         data: dict = {}
         if self.token_ids:
             data["ids"] = list(self.token_ids)
@@ -106,8 +116,17 @@ class Node:
             data["terminal"] = True
         if self.answer is not None:
             data["answer"] = self.answer
-        if self.children:
-            data["children"] = [child.to_dict() for child in self.children]
+        if self.call is not None:
+            data["call"] = self.call.to_dict()
+        return data
+
+    def view(self) -> dict:
+        """What a viewer draws of this node: own_dict without the per-token lists (the mean
+        self-certainty instead), with its address."""
+        data = {key: value for key, value in self.own_dict().items() if key not in ("ids", "logprobs", "sc")}
+        if self.self_certainty:
+            data["self_certainty"] = sum(self.self_certainty) / len(self.self_certainty)
+        data["address"] = self.address()
         return data
 
     @classmethod
@@ -123,6 +142,7 @@ class Node:
             score=data.get("score"),
             terminal=data.get("terminal", False),
             answer=data.get("answer"),
+            call=CallTrace.from_dict(data["call"]) if "call" in data else None,
             parent=parent,
         )
         node.children = [cls.from_dict(child, node) for child in data.get("children", [])]
@@ -133,6 +153,10 @@ class Node:
 class Tree:
     root: Node = field(default_factory=Node)
     iterations: int = 0  # search iterations spent on this tree, over every run that grew it
+    # Engine calls and generated tokens over every run that grew it: a run continuing the tree
+    # counts its own calls' traces after them.
+    engine_calls: int = 0
+    spent_tokens: int = 0
 
     def nodes(self) -> Iterator[Node]:
         return self.root.walk()
@@ -144,8 +168,34 @@ class Tree:
         data: dict = {"root": self.root.to_dict()}
         if self.iterations:
             data["iterations"] = self.iterations
+        if self.engine_calls:
+            data["engine_calls"] = self.engine_calls
+        if self.spent_tokens:
+            data["spent_tokens"] = self.spent_tokens
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Tree:
-        return cls(Node.from_dict(data["root"]), data.get("iterations", 0))
+        return cls(Node.from_dict(data["root"]), data.get("iterations", 0), data.get("engine_calls", 0),
+                   data.get("spent_tokens", 0))
+
+
+class Growth:
+    """What a tree gained since the last look, for a live view: the view of each node new since
+    then (parents before children), and `[address, visits, value_sum, score]` of each earlier
+    node whose stats changed. The first look sees the whole tree (a stored one included)."""
+
+    def __init__(self, tree: Tree):
+        self.tree = tree
+        self.seen: dict[Node, tuple] = {}
+
+    def since_last(self) -> dict:
+        new, moved = [], []
+        for node in self.tree.nodes():
+            stats = (node.visits, node.value_sum, node.score)
+            if node not in self.seen:
+                new.append(node.view())
+            elif self.seen[node] != stats:
+                moved.append([node.address(), *stats])
+            self.seen[node] = stats
+        return {"nodes": new, "stats": moved}

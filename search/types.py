@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Protocol, Sequence
 
 
@@ -51,6 +51,43 @@ class Sample:
     stop_reason: str | int | None = None  # the stop string or token that ended it, if any
     cached_prompt_tokens: int = 0
     token_self_certainty: list[float] | None = None  # per position, when the spec asked and the engine could
+    request_id: str | None = None  # the engine request that generated it, when the engine names one
+    call: CallTrace | None = None  # set by MeteredGenerator: the engine call that generated it
+
+
+@dataclass(frozen=True)
+class CallTrace:
+    """How one sample came to be: the engine call that generated it, in the search's call order.
+
+    `call` counts the search's engine calls finished by then, this one included (1-based), and
+    `spent_tokens` the tokens they generated: replaying a tree in call order shows what it cost.
+    Times are Unix seconds, comparable across the processes that share a tree store.
+    """
+
+    call: int
+    spent_tokens: int
+    requested_at: float
+    finished_at: float
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    generated_tokens: int
+    request_id: str | None = None
+    finish_reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CallTrace:
+        return cls(**{key: data[key] for key in data if key in CALL_TRACE_FIELDS})
+
+    def shifted(self, calls: int, tokens: int) -> CallTrace:
+        """The same call counted after `calls` earlier calls that generated `tokens` (a run that
+        continues a stored tree)."""
+        return replace(self, call=self.call + calls, spent_tokens=self.spent_tokens + tokens)
+
+
+CALL_TRACE_FIELDS = frozenset(declared.name for declared in fields(CallTrace))
 
 
 # Called while samples are generated with a sample's index in its call and what it has so far
@@ -272,6 +309,7 @@ class MeteredGenerator:
         affordable = self.budget.reserve(spec)
         self.budget_limited |= affordable.max_tokens < spec.max_tokens
         generated = 0
+        requested_at = round(time.time(), 3)
         call = (self.inner.generate(prompt_ids, affordable) if should_stop is None
                 else self.inner.generate(prompt_ids, affordable, should_stop))
         try:
@@ -283,7 +321,14 @@ class MeteredGenerator:
         self.usage.prompt_tokens += len(prompt_ids)
         self.usage.cached_prompt_tokens += samples[0].cached_prompt_tokens if samples else 0
         self.usage.engine_calls += 1
-        return samples
+        return [self.traced(sample, len(prompt_ids), requested_at) for sample in samples]
+
+    def traced(self, sample: Sample, prompt_tokens: int, requested_at: float) -> Sample:
+        """`sample` with the trace of the call that just returned it."""
+        return replace(sample, call=CallTrace(
+            call=self.usage.engine_calls, spent_tokens=self.usage.completion_tokens, requested_at=requested_at,
+            finished_at=round(time.time(), 3), prompt_tokens=prompt_tokens, cached_prompt_tokens=sample.cached_prompt_tokens,
+            generated_tokens=len(sample.token_ids), request_id=sample.request_id, finish_reason=sample.finish_reason))
 
     async def _before_deadline(self, call):
         """`call`'s result; a call still running at the deadline (also one brought forward while

@@ -28,6 +28,7 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from search.pruning import PRUNED
 from search.types import SamplingSpec, Sample, StopRule
 from server.self_certainty_recorder import RECORD_KEY, RecordReader, SelfCertaintyRecorder
+from server.tracing import engine_call_span, tracer_for
 
 _request_ids = itertools.count()
 CPU_BLOCK_SIZE = 32
@@ -67,9 +68,10 @@ def sampling_params_from_spec(spec: SamplingSpec, request: SamplingParams | None
     )
 
 
-def sample_from_output(output: CompletionOutput, cached_prompt_tokens: int, top_k: int | None) -> Sample:
+def sample_from_output(output: CompletionOutput, cached_prompt_tokens: int, top_k: int | None,
+                       request_id: str | None = None) -> Sample:
     sample = Sample(token_ids=[], text="", logprobs=[], top_logprobs=[] if top_k else None,
-                    cached_prompt_tokens=cached_prompt_tokens)
+                    cached_prompt_tokens=cached_prompt_tokens, request_id=request_id)
     extend_sample(sample, output, top_k)
     return sample
 
@@ -103,6 +105,7 @@ class VLLMGenerator:
         self.max_model_len: int = self.model_config.max_model_len
         self.max_logprobs: int = self.model_config.max_logprobs
         self.fingerprint = _fingerprint(model_path, self.tokenizer, self.vocab_size)
+        self.tracer = tracer_for(engine)
 
     @classmethod
     def start(cls, engine_args: AsyncEngineArgs) -> "VLLMGenerator":
@@ -148,7 +151,7 @@ class VLLMGenerator:
                 raise ValueError(str(exc)) from exc
 
     def for_request(self, request: SamplingParams, request_id: str) -> "RequestGenerator":
-        return RequestGenerator(self, request, request_id)
+        return RequestGenerator(self, request, request_id, self.tracer)
 
     async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec, request: SamplingParams | None = None,
                        request_id: str | None = None, should_stop: StopRule | None = None) -> list[Sample]:
@@ -158,7 +161,8 @@ class VLLMGenerator:
             return await self._generate_each(prompt_ids, params, _top_k(spec), request_id, recorded, should_stop)
         final = await self._final_output(prompt_ids, params, request_id)
         outputs = sorted(final.outputs, key=lambda o: o.index)
-        return [sample_from_output(o, final.num_cached_tokens or 0, _top_k(spec)) for o in outputs]
+        return [sample_from_output(o, final.num_cached_tokens or 0, _top_k(spec), final.request_id)
+                for o in outputs]
 
     async def _generate_each(self, prompt_ids: Sequence[int], params: SamplingParams, top_k: int | None,
                              request_id: str | None, recorded: bool, should_stop: StopRule | None) -> list[Sample]:
@@ -183,7 +187,8 @@ class VLLMGenerator:
                           request_id: str | None, index: int, should_stop: StopRule | None) -> Sample:
         """One request's sample, grown as its outputs arrive; stopped (the request aborted at once,
         before any further output is counted) when `should_stop` says so."""
-        sample = Sample(token_ids=[], text="", logprobs=[], top_logprobs=[] if top_k else None)
+        sample = Sample(token_ids=[], text="", logprobs=[], top_logprobs=[] if top_k else None,
+                        request_id=request_id)
         name = (params.extra_args or {}).get(RECORD_KEY)
         record = RecordReader(name) if name else None
         try:
@@ -235,12 +240,13 @@ class VLLMGenerator:
 class RequestGenerator:
     """The engine as one client request's search sees it: answer samples start from the
     sampling parameters vLLM derived from that request, and every engine request id starts
-    with the client request's id."""
+    with the client request's id. With a tracer, each call is a span (server.tracing)."""
 
-    def __init__(self, engine: VLLMGenerator, request: SamplingParams, request_id: str):
+    def __init__(self, engine: VLLMGenerator, request: SamplingParams, request_id: str, tracer=None):
         self.engine = engine
         self.request = request
         self.request_id = request_id
+        self.tracer = tracer
         self.calls = itertools.count()
 
     def __getattr__(self, name):
@@ -248,8 +254,15 @@ class RequestGenerator:
 
     async def generate(self, prompt_ids: Sequence[int], spec: SamplingSpec,
                        should_stop: StopRule | None = None) -> list[Sample]:
-        return await self.engine.generate(prompt_ids, spec, self.request, f"{self.request_id}-{next(self.calls)}",
-                                          should_stop)
+        request_id = f"{self.request_id}-{next(self.calls)}"
+        attributes = {"deliberate.request_id": request_id, "deliberate.prompt_tokens": len(prompt_ids),
+                      "deliberate.n": spec.n, "deliberate.max_tokens": spec.max_tokens}
+        with engine_call_span(self.tracer, attributes) as span:
+            samples = await self.engine.generate(prompt_ids, spec, self.request, request_id, should_stop)
+            if span is not None:
+                span.set_attribute("deliberate.generated_tokens", sum(len(s.token_ids) for s in samples))
+                span.set_attribute("deliberate.cached_prompt_tokens", samples[0].cached_prompt_tokens if samples else 0)
+        return samples
 
 
 def apply_cpu_defaults(engine_args: AsyncEngineArgs) -> None:

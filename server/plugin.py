@@ -207,6 +207,7 @@ class DeliberateState:
                 await asyncio.wait_for(self.admission.idle.wait(), ANSWER_GRACE_S)
 
     async def close(self) -> None:
+        await self.service.feeds.close()
         await self.service.tree_store.close()
         if self.service.critic is not None:
             self.service.critic.shutdown()

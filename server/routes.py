@@ -18,10 +18,11 @@ import time
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from importlib import resources
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from vllm.entrypoints.openai.chat_completion import api_router as vllm_chat
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as VLLMChatRequest
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponse
@@ -32,6 +33,7 @@ from vllm.entrypoints.serve.engine.protocol import ErrorResponse, ModelCard, Mod
 from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
 from vllm.entrypoints.serve.exception_handling.handlers.vllm_error import vllm_error_handler
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request, with_cancellation
+from vllm.exceptions import VLLMNotFoundError
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.renderers.inputs.preprocess import extract_prompt_components
 from vllm.sampling_params import RequestOutputKind, SamplingParams
@@ -45,6 +47,9 @@ from server.search_schema import SearchField
 from server.search_service import (
     DEFAULT_SEARCH_MAX_TOKENS, SearchJob, SearchOutcome, SearchPlan, SearchRequestError, SearchService,
 )
+from server.tree_feed import TreeFeeds
+from server.tracing import search_span
+from server.tree_store import is_tree_id
 
 access_log = logging.getLogger("deliberate.access")
 ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}}
@@ -52,6 +57,10 @@ ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}}
 # (429) and a server shutting down (503), the last two with Retry-After.
 REFUSALS = {413: {"model": ErrorResponse}, 429: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
 STREAMED = {200: {"content": {"text/event-stream": {}}}}
+MAX_LISTED_TREES = 200
+FEED_WAIT_S = 5.0  # a page opened as its search is sent: its feed starts moments later
+FEED_POLL_S = 0.2
+FEED_IDLE_S = 600.0  # a feed reader with nothing new for this long is ended
 
 
 class ChatCompletionRequest(VLLMChatRequest):
@@ -72,10 +81,16 @@ class SearchCall:
     max_tokens_given: bool
     answers: AnswerExtractor | None = None  # None: the service chooses by the request's sampling
     scope: str = ""
-    progress: asyncio.Queue = field(default_factory=asyncio.Queue)
+    model: str = ""  # as the client asked
     outcome: SearchOutcome | None = None
     request_id: str | None = None  # vLLM's id of the request; the search's engine requests extend it
+    tree_id: str | None = None  # set with the request id, before the search starts
+    viewer_url: str | None = None  # the tree viewer page of tree_id
     started: float = field(default_factory=time.monotonic)
+
+    def report(self) -> dict[str, Any]:
+        """The response's `search` object: the outcome's report and the page that draws its tree."""
+        return {**self.outcome.report(self.plan.options.return_trace), "viewer_url": self.viewer_url}
 
     def log(self, status: int) -> None:
         """The search's access-log line: request id, status, strategy, tokens, latency."""
@@ -112,11 +127,14 @@ class SearchingEngineClient:
             max_tokens = min(max_tokens, DEFAULT_SEARCH_MAX_TOKENS)
         call.request_id = request_id
         job = SearchJob(call.plan, call.question, tuple(prompt_ids), sampling_params, max_tokens, request_id,
-                        call.answers, call.scope)
-        return self._answer(call, job)
+                        call.answers, call.scope, call.model)
+        call.tree_id = self.service.tree_id(job)
+        return self._answer(call, job, kwargs.get("trace_headers"))
 
-    async def _answer(self, call: SearchCall, job: SearchJob) -> AsyncIterator[RequestOutput]:
-        call.outcome = await self.service.run(job, call.progress.put_nowait)
+    async def _answer(self, call: SearchCall, job: SearchJob, trace_headers) -> AsyncIterator[RequestOutput]:
+        with search_span(self.service.generator.tracer, trace_headers,
+                         {"deliberate.strategy": call.plan.strategy, "deliberate.tree_id": call.tree_id}):
+            call.outcome = await self.service.run(job)
         delta = job.sampling.output_kind == RequestOutputKind.DELTA
         for output in answer_outputs(self.service.generator, call.outcome, job, delta):
             yield output
@@ -194,7 +212,7 @@ async def create_chat_completion(request: ChatCompletionRequest, raw_request: Re
                                   else MathAnswers(plan.params.answer_format))
     call = SearchCall(plan, last_user_text(request.messages),
                       request.max_completion_tokens is not None or request.max_tokens is not None, answers,
-                      deliberate.service.scope_for(api_key(raw_request)))
+                      deliberate.service.scope_for(api_key(raw_request)), request.model)
     return await searched(request, raw_request, call, deliberate.chat.create_chat_completion)
 
 
@@ -245,7 +263,8 @@ async def create_completion(request: CompletionRequest, raw_request: Request):
     refuse_beam_search(request)
     question = prompt if isinstance(prompt, str) else deliberate.service.generator.decode(prompt)
     call = SearchCall(deliberate.service.plan(search, request.n, request.max_tokens), question,
-                      request.max_tokens is not None, scope=deliberate.service.scope_for(api_key(raw_request)))
+                      request.max_tokens is not None, scope=deliberate.service.scope_for(api_key(raw_request)),
+                      model=request.model)
     return await searched(request, raw_request, call, deliberate.completion.create_completion)
 
 
@@ -281,17 +300,19 @@ async def searched(request, raw_request: Request, call: SearchCall, serve):
             raise
         finally:
             ACTIVE_SEARCH.reset(token)
+        if call.tree_id is not None:
+            call.viewer_url = str(raw_request.url_for("tree_page", tree_id=call.tree_id))
         if isinstance(response, ErrorResponse):
             call.log(response.error.code)
             return JSONResponse(response.model_dump(), status_code=response.error.code)
         if isinstance(response, (ChatCompletionResponse, CompletionResponse)):
             body = response.model_dump()
-            body.update(model=asked_model, usage=search_usage(call.outcome).model_dump(),
-                        search=call.outcome.report(call.plan.options.return_trace))
+            body.update(model=asked_model, usage=search_usage(call.outcome).model_dump(), search=call.report())
             call.log(200)
             return JSONResponse(body)
         chunk_object = "chat.completion.chunk" if isinstance(request, VLLMChatRequest) else "text_completion"
-        return AdmittedStream(stream_with_search(response, call, asked_model, chunk_object), admitted.pop_all())
+        return AdmittedStream(stream_with_search(response, call, asked_model, chunk_object, deliberate.service.feeds),
+                              admitted.pop_all())
 
 
 class AdmittedStream(StreamingResponse):
@@ -326,33 +347,36 @@ async def engine_stopped(request: Request, exc: EngineDeadError) -> JSONResponse
     return await vllm_error_handler(request, exc)
 
 
-async def stream_with_search(events: AsyncIterator[str], call: SearchCall, model: str,
-                             chunk_object: str) -> AsyncIterator[str]:
+async def stream_with_search(events: AsyncIterator[str], call: SearchCall, model: str, chunk_object: str,
+                             feeds: TreeFeeds) -> AsyncIterator[str]:
     """vLLM's event stream of the answer, preceded by progress events while the search runs
-    (`choices: []` and `search.progress`); the last choice event carries the `search` report,
-    and the usage event counts every token the search generated. Closing it (the client left)
-    cancels the search and its engine requests."""
-    first = asyncio.ensure_future(anext(events, None))
-    try:
-        yield progress_event(model, chunk_object, {"strategy": call.plan.strategy, "round": 0, "candidates": 0})
-        while not first.done():
-            update = asyncio.ensure_future(call.progress.get())
-            await asyncio.wait({first, update}, return_when=asyncio.FIRST_COMPLETED)
-            if update.done():
-                yield progress_event(model, chunk_object, update.result())
-            else:
-                update.cancel()
-        event = first.result()
-        while event is not None:
-            yield with_search_fields(event, call, model)
-            event = await anext(events, None)
-        call.log(200)
-    finally:
-        if not first.done():
-            first.cancel()
-            with contextlib.suppress(BaseException):
-                await first
-        await events.aclose()
+    (`choices: []` and `search.progress`, read from the tree's feed as the viewer page reads it);
+    the last choice event carries the `search` report, and the usage event counts every token
+    the search generated. Closing it (the client left) cancels the search and its engine requests."""
+    with feeds.listening(call.tree_id) as feed:
+        first = asyncio.ensure_future(anext(events, None))
+        try:
+            yield progress_event(model, chunk_object, {"strategy": call.plan.strategy, "round": 0, "candidates": 0,
+                                                       "tree_id": call.tree_id, "viewer_url": call.viewer_url})
+            while not first.done():
+                update = asyncio.ensure_future(feed.get())
+                await asyncio.wait({first, update}, return_when=asyncio.FIRST_COMPLETED)
+                if not update.done():
+                    update.cancel()
+                elif update.result().get("type") == "progress":
+                    progress = {key: value for key, value in update.result().items() if key not in ("type", "at")}
+                    yield progress_event(model, chunk_object, progress)
+            event = first.result()
+            while event is not None:
+                yield with_search_fields(event, call, model)
+                event = await anext(events, None)
+            call.log(200)
+        finally:
+            if not first.done():
+                first.cancel()
+                with contextlib.suppress(BaseException):
+                    await first
+            await events.aclose()
 
 
 def progress_event(model: str, chunk_object: str, progress: dict) -> str:
@@ -368,7 +392,7 @@ def with_search_fields(event: str, call: SearchCall, model: str) -> str:
     if chunk.get("usage") and call.outcome is not None:
         chunk["usage"] = search_usage(call.outcome).model_dump()
     if any(choice.get("finish_reason") for choice in chunk.get("choices") or ()) and call.outcome is not None:
-        chunk["search"] = call.outcome.report(call.plan.options.return_trace)
+        chunk["search"] = call.report()
     return "data: " + json.dumps(chunk) + "\n\n"
 
 
@@ -410,16 +434,86 @@ async def list_models(raw_request: Request) -> ModelList:
     return models
 
 
-@router.get("/v1/search/trees/{tree_id}", response_model=dict[str, Any], responses=ERRORS)
-async def get_tree(tree_id: str, raw_request: Request) -> dict[str, Any]:
-    from vllm.exceptions import VLLMNotFoundError
-
-    from server.tree_store import is_tree_id
-
+def checked_tree_id(tree_id: str) -> str:
     if not is_tree_id(tree_id):
         raise SearchRequestError(f"Not a tree id: {shown(tree_id)}.", "tree_id")
+    return tree_id
+
+
+def not_stored(tree_id: str) -> VLLMNotFoundError:
+    return VLLMNotFoundError(f"No stored tree {tree_id}: it expired, was evicted, or was never grown here.")
+
+
+@router.get("/v1/search/trees", response_model=dict[str, Any], responses={400: ERRORS[400]})
+async def list_trees(raw_request: Request, limit: Annotated[int, Query(ge=1, le=MAX_LISTED_TREES)] = 50
+                     ) -> dict[str, Any]:
+    """The trees this server's store holds for the caller's key, the latest grown first."""
     service = raw_request.app.state.deliberate.service
-    entry = await service.tree_store.get(tree_id)
+    listed = []
+    for tree_id, entry in await service.tree_store.recent(service.scope_for(api_key(raw_request)), limit):
+        answer = entry.get("answer") or {}
+        listed.append({"id": tree_id, "strategy": entry.get("strategy"), "model": entry.get("model"),
+                       "question": entry.get("question"), "answer": answer.get("answer"),
+                       "spent_tokens": entry.get("spent_tokens"), "truncated": entry.get("truncated"),
+                       "created": entry.get("created"),
+                       "viewer_url": str(raw_request.url_for("tree_page", tree_id=tree_id))})
+    return {"object": "list", "data": listed}
+
+
+@router.get("/v1/search/trees/{tree_id}", response_model=dict[str, Any], responses=ERRORS)
+async def get_tree(tree_id: str, raw_request: Request) -> dict[str, Any]:
+    service = raw_request.app.state.deliberate.service
+    entry = await service.tree_store.get(checked_tree_id(tree_id))
     if entry is None or entry.get("scope", "") != service.scope_for(api_key(raw_request)):
-        raise VLLMNotFoundError(f"No stored tree {tree_id}: it expired, was evicted, or was never grown here.")
+        raise not_stored(tree_id)
     return {"id": tree_id, "object": "search.tree", **entry}
+
+
+@router.get("/v1/search/trees/{tree_id}/events", responses={**STREAMED, **ERRORS})
+async def tree_events(tree_id: str, raw_request: Request) -> StreamingResponse:
+    """The tree's feed as server-sent events: its latest run so far, then live until `done` (a stored tree with no feed left gets `done` alone)."""
+    service = raw_request.app.state.deliberate.service
+    scope = service.scope_for(api_key(raw_request))
+    checked_tree_id(tree_id)
+    waited_until = time.monotonic() + FEED_WAIT_S
+    while (events := await service.feeds.follow(tree_id, scope, FEED_IDLE_S)) is None:
+        entry = await service.tree_store.get(tree_id)
+        if entry is not None and entry.get("scope", "") == scope:
+            events = only({"type": "done", "stored": True})
+            break
+        if time.monotonic() > waited_until:
+            raise not_stored(tree_id)
+        await asyncio.sleep(FEED_POLL_S)
+    return StreamingResponse((f"data: {json.dumps(event)}\n\n" async for event in events),
+                             media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+
+async def only(event: dict) -> AsyncIterator[dict]:
+    yield event
+
+
+VIEWER = resources.files("server") / "viewer"
+ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
+
+
+@router.get("/trees", response_class=HTMLResponse)
+async def tree_index() -> HTMLResponse:
+    """The tree viewer's index page (static; it reads /v1/search/trees with the key it is given)."""
+    return HTMLResponse((VIEWER / "viewer.html").read_text())
+
+
+@router.get("/trees/{tree_id}", response_class=HTMLResponse, name="tree_page", responses={400: ERRORS[400]})
+async def tree_page(tree_id: str) -> HTMLResponse:
+    """The tree viewer page of one tree (static; it reads the tree and its feed with the key it is given)."""
+    checked_tree_id(tree_id)
+    return HTMLResponse((VIEWER / "viewer.html").read_text())
+
+
+@router.get("/trees/assets/{name}", include_in_schema=False)
+async def tree_asset(name: str) -> PlainTextResponse:
+    """The viewer's script and style sheet, from inside the package."""
+    asset = VIEWER / name
+    suffix = name[name.rfind("."):] if "." in name else ""
+    if "/" in name or suffix not in ASSET_TYPES or not asset.is_file():
+        raise VLLMNotFoundError(f"No viewer asset {shown(name)}.")
+    return PlainTextResponse(asset.read_text(), media_type=ASSET_TYPES[suffix])

@@ -26,6 +26,7 @@ from search.types import (
 )
 from server import metrics
 from server.engine import VLLMGenerator
+from server.tree_feed import TreeFeeds
 from server.tree_store import TreeStore, is_tree_id, tree_key, tree_scope
 
 # Per-sample cap when the client gives no max_tokens: a search multiplies every sample's length.
@@ -97,6 +98,7 @@ class SearchJob:
     request_id: str
     answers: AnswerExtractor | None = None  # how votes compare answers (None: by the sampling)
     scope: str = ""  # whose trees it may read and grow (SearchService.scope_for)
+    model: str = ""  # the model the client asked for (the served one, or an alias)
 
     def answer_extractor(self) -> AnswerExtractor:
         """Answers as the client will use them: as `answers` says (the tool calls in them), else
@@ -153,6 +155,7 @@ class SearchService:
         self.scoped_trees = scoped_trees
         self.max_search_seconds = max_search_seconds
         self.running_budgets: set[Budget] = set()
+        self.feeds = TreeFeeds(tree_store)
 
     def scope_for(self, api_key: str | None) -> str:
         """The tree scope of a client: its API key's, or one for all under --tree-cache-scope global."""
@@ -205,18 +208,19 @@ class SearchService:
                                      "search.scorer")
         return scorer
 
-    async def run(self, job: SearchJob, progress: Callable[[dict], None] | None = None) -> SearchOutcome:
+    async def run(self, job: SearchJob) -> SearchOutcome:
         """Answer from the stored tree when it already holds this search, else run it (under the
-        tree's lock, so replicas sharing Redis don't grow it twice) and store what it grew."""
+        tree's lock, so replicas sharing Redis don't grow it twice) and store what it grew. A
+        search that runs publishes what it does on the tree's feed (self.feeds)."""
         started = time.monotonic()
         try:
-            result, tree_id, grown_by = await self._serve(job, progress)
+            result, tree_id, grown_by = await self._serve(job)
         except asyncio.CancelledError:
             metrics.SEARCHES.labels(job.plan.strategy, "cancelled").inc()
             raise
         return SearchOutcome(result, tree_id, grown_by is not None, time.monotonic() - started, grown_by or REPLICA)
 
-    async def _serve(self, job: SearchJob, progress) -> tuple[SearchResult, str, str | None]:
+    async def _serve(self, job: SearchJob) -> tuple[SearchResult, str, str | None]:
         """The result, its tree id, and who grew it when it came from the store (else None)."""
         plan = job.plan
         tree_id = self.tree_id(job)
@@ -225,7 +229,7 @@ class SearchService:
             raise SearchRequestError("search.tree_id: that tree was grown for another prompt, model or search "
                                      "parameters; resend the request that created it.", "search.tree_id")
         if not options.cache:
-            return await self._grow(job, progress, None, options.budget_tokens), tree_id, None
+            return await self._grow(job, tree_id, None, options.budget_tokens, store=False), tree_id, None
         entry = await self.tree_store.get(tree_id)
         stored = answer_from_store(entry, plan)
         if stored is not None:
@@ -245,8 +249,7 @@ class SearchService:
             if entry and STRATEGIES[plan.strategy].resumable:
                 grown, spent = Tree.from_dict(entry["tree"]), entry.get("spent_tokens", 0)
             budget = None if options.budget_tokens is None else max(1, options.budget_tokens - spent)
-            result = await self._grow(job, progress, grown, budget)
-            await self.tree_store.put(tree_id, stored_entry(result, job, spent + result.usage.completion_tokens))
+            result = await self._grow(job, tree_id, grown, budget, store=True, spent_before=spent)
         return result, tree_id, None
 
     def tree_id(self, job: SearchJob) -> str:
@@ -271,7 +274,26 @@ class SearchService:
         limits = [limit for limit in (options.deadline_s, self.max_search_seconds) if limit is not None]
         return time.monotonic() + min(limits) if limits else None
 
-    async def _grow(self, job: SearchJob, progress, tree: Tree | None, budget_tokens: int | None) -> SearchResult:
+    async def _grow(self, job: SearchJob, tree_id: str, tree: Tree | None, budget_tokens: int | None,
+                    store: bool, spent_before: int = 0) -> SearchResult:
+        """Runs the search on its feed, stores its tree when `store`, then says it is done there."""
+        self.feeds.start(tree_id, job.scope, {"strategy": job.plan.strategy, "model": job.model,
+                                              "question": job.question, "resumed": tree is not None})
+        try:
+            result = await self._search(job, lambda event: self.feeds.publish(tree_id, {"type": "progress", **event}),
+                                        tree, budget_tokens)
+            if store:
+                await self.tree_store.put(tree_id, stored_entry(result, job, spent_before + result.usage.completion_tokens))
+        except BaseException as exc:
+            self.feeds.publish(tree_id, {"type": "done", "error": type(exc).__name__})
+            raise
+        self.feeds.publish(tree_id, {"type": "done", "stored": store, "truncated": result.truncated,
+                                     "answer": result.chosen.answer,
+                                     "completion_tokens": result.usage.completion_tokens})
+        return result
+
+    async def _search(self, job: SearchJob, progress: Callable[[dict], None], tree: Tree | None,
+                      budget_tokens: int | None) -> SearchResult:
         plan = job.plan
         budget = Budget(max_tokens=budget_tokens, deadline=self.deadline(plan.options))
         generator = MeteredGenerator(self.generator.for_request(job.sampling, job.request_id), budget)
@@ -343,6 +365,7 @@ def stored_entry(result: SearchResult, job: SearchJob, spent_tokens: int) -> dic
     return {
         "tree": result.tree, "strategy": result.strategy, "budget_tokens": job.plan.options.budget_tokens,
         "spent_tokens": spent_tokens, "grown_by": REPLICA, "scope": job.scope,
+        "model": job.model, "question": job.question, "created": round(time.time(), 3),
         "truncated_reason": truncated_reason(result),
         "truncated": result.truncated, "selected_index": result.selected_index,
         "candidates": len(result.candidates), "usage": asdict(result.usage), "trace": result.trace,

@@ -58,6 +58,10 @@ POOL_WAIT_S = 2.0  # a call waits this long for a free pooled connection before 
 DEFAULT_RETRY_AFTER_S = 1.0  # after a Redis failure, calls degrade at once for this long
 
 COMPRESS_ABOVE_BYTES = 4096
+RECENT_KEPT = 200  # trees listed per scope (the viewer's index)
+FEED_KEPT = 10_000  # events per tree feed, about
+FEED_READ_COUNT = 500
+FEED_BLOCK_MS = 500
 _RAW, _ZLIB = b"J", b"Z"  # one-byte header of a stored value
 
 TREE_CACHE_HITS = Counter("deliberate_tree_cache_hits", "Tree cache lookups that found a tree.", ["store"])
@@ -145,6 +149,22 @@ class TreeStore(Protocol):
     async def shared_secret(self) -> bytes:
         """The key of tree ids, the same for every process that shares this store."""
 
+    async def recent(self, scope: str, limit: int) -> list[tuple[str, dict]]:
+        """Up to `limit` (tree id, entry) of the trees stored in `scope`, the latest stored first."""
+
+    # The trees' event feeds (server.tree_feed), where other processes read them too.
+    shares_feeds: bool
+
+    async def add_events(self, batch: list[tuple[str, str, dict]]) -> None:
+        """Append (tree id, scope, event) in order; a `start` event begins the tree's feed anew."""
+
+    async def feed_scope(self, tree_id: str) -> str | None:
+        """The scope of the tree's feed, None when there is none."""
+
+    async def read_events(self, tree_id: str, after: str) -> list[tuple[str, dict]] | None:
+        """(position, event) after position `after` ("0": from the start), waiting briefly for one;
+        None when the store is unreachable."""
+
     @property
     def available(self) -> bool:
         """False while the store is known to be unreachable (its calls degrade)."""
@@ -192,6 +212,27 @@ class MemoryTreeStore:
         return self._secret  # nothing outside this process reads this store
 
     available = True
+    shares_feeds = False  # nothing outside this process reads its feeds either: TreeFeeds keeps them
+
+    async def add_events(self, batch: list[tuple[str, str, dict]]) -> None:
+        return None
+
+    async def feed_scope(self, tree_id: str) -> str | None:
+        return None
+
+    async def read_events(self, tree_id: str, after: str) -> list[tuple[str, dict]] | None:
+        return None
+
+    async def recent(self, scope: str, limit: int) -> list[tuple[str, dict]]:
+        now = self._clock()
+        found = []
+        for tree_id in reversed(self._entries):  # the LRU's hot end first, then by store time
+            expires_at, blob = self._entries[tree_id]
+            entry = json.loads(blob) if expires_at > now else None
+            if entry is not None and entry.get("scope", "") == scope:
+                found.append((tree_id, entry))
+        found.sort(key=lambda item: item[1].get("created", 0.0), reverse=True)
+        return found[:limit]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -409,11 +450,91 @@ class RedisTreeStore:
             if too_big:  # an older, smaller version would be stale now
                 await self.client.delete(self.key(tree_id))
             else:
-                await self.client.set(self.key(tree_id), self._pack(blob), ex=self.ttl_s)
+                recent = self.recent_key(tree.get("scope", ""))
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.set(self.key(tree_id), self._pack(blob), ex=self.ttl_s)
+                    pipe.zadd(recent, {tree_id: time.time()})
+                    pipe.zremrangebyrank(recent, 0, -RECENT_KEPT - 1)
+                    pipe.expire(recent, self.ttl_s)
+                    await pipe.execute()
         except Exception as exc:  # noqa: BLE001
             self._failed("put", exc)
             return
         self._succeeded()
+
+    def recent_key(self, scope: str) -> str:
+        return f"{self.key_prefix}recent:{scope}"
+
+    async def recent(self, scope: str, limit: int) -> list[tuple[str, dict]]:
+        if self._skip("recent"):
+            return []
+        try:
+            ids = [tree_id.decode() for tree_id in await self.client.zrevrange(self.recent_key(scope), 0, limit - 1)]
+            values = await self.client.mget([self.key(tree_id) for tree_id in ids]) if ids else []
+        except Exception as exc:  # noqa: BLE001
+            self._failed("recent", exc)
+            return []
+        self._succeeded()
+        found = []
+        for tree_id, value in zip(ids, values):
+            with contextlib.suppress(ValueError, zlib.error):
+                entry = self._unpack(value) if value is not None else None
+                if entry is not None and entry.get("scope", "") == scope:
+                    found.append((tree_id, entry))
+        return found
+
+    # -- feeds: a Redis stream per tree, `key + ":feed"`, kept as long as the tree --
+
+    shares_feeds = True
+
+    def feed_key(self, tree_id: str) -> str:
+        return self.key(tree_id) + ":feed"
+
+    async def add_events(self, batch: list[tuple[str, str, dict]]) -> None:
+        if self._skip("feed"):
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for tree_id, scope, event in batch:
+                    key = self.feed_key(tree_id)
+                    fields = {"e": _encode_json(event)}
+                    if event.get("type") == "start":
+                        pipe.delete(key)
+                        fields["s"] = scope
+                    pipe.xadd(key, fields, maxlen=FEED_KEPT, approximate=True)
+                    pipe.expire(key, self.ttl_s)
+                await pipe.execute()
+        except Exception as exc:  # noqa: BLE001
+            self._failed("feed", exc)
+            return
+        self._succeeded()
+
+    async def feed_scope(self, tree_id: str) -> str | None:
+        if self._skip("feed"):
+            return None
+        try:
+            first = await self.client.xrange(self.feed_key(tree_id), count=1)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("feed", exc)
+            return None
+        self._succeeded()
+        if not first or b"s" not in first[0][1]:
+            return None
+        return first[0][1][b"s"].decode()
+
+    async def read_events(self, tree_id: str, after: str) -> list[tuple[str, dict]] | None:
+        if self._skip("feed"):
+            return None
+        try:
+            # Blocking for less than the socket timeout, which would read as Redis down.
+            replies = await self.client.xread({self.feed_key(tree_id): after}, count=FEED_READ_COUNT,
+                                              block=FEED_BLOCK_MS)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("feed", exc)
+            return None
+        self._succeeded()
+        return [(position.decode(), json.loads(fields[b"e"])) for _, entries in replies or []
+                for position, fields in entries]
 
     @contextlib.asynccontextmanager
     async def lock(self, tree_id: str) -> AsyncIterator[bool]:

@@ -22,7 +22,8 @@ def test_the_contract_is_vllms_plus_the_search_extension():
     contract = yaml.safe_load(CONTRACT.read_text())
     paths = contract["paths"]
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/tokenize",
-                 "/detokenize", "/version", "/v1/search/trees/{tree_id}"):
+                 "/detokenize", "/version", "/v1/search/trees/{tree_id}", "/v1/search/trees",
+                 "/v1/search/trees/{tree_id}/events", "/trees", "/trees/{tree_id}"):
         assert path in paths, path
     schemas = contract["components"]["schemas"]
     for request in ("ChatCompletionRequest", "CompletionRequest"):

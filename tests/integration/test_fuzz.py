@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.conftest import AUTH, MODEL
 
 CONTRACT = Path(__file__).resolve().parents[2] / "openapi.yaml"
-ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/search/trees/{tree_id}",
+ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/search/trees", "/v1/search/trees/{tree_id}",
           "/tokenize", "/detokenize", "/version", "/health"}
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 MAX_TOKENS = 8

@@ -421,3 +421,46 @@ async def _get_eventually(store, tid):
     while (tree := await store.get(tid)) is None:
         await asyncio.sleep(0.05)
     return tree
+
+
+async def test_a_feed_published_in_one_process_is_followed_from_another_through_redis(redis_url):
+    from server.tree_feed import TreeFeeds
+
+    grower, reader = RedisTreeStore(redis_url), RedisTreeStore(redis_url)  # two processes' stores
+    growing, reading = TreeFeeds(grower), TreeFeeds(reader)
+    tree_id = "tree-" + "1" * 24
+    try:
+        growing.start(tree_id, "key-a", {"strategy": "mcts"})
+        growing.publish(tree_id, {"type": "progress", "nodes": [{"address": ""}], "stats": []})
+        await asyncio.wait_for(growing.flush(), BOUND_S)
+        assert await reading.follow(tree_id, "key-b", idle_s=BOUND_S) is None  # another key's
+        followed = await reading.follow(tree_id, "key-a", idle_s=BOUND_S)
+        assert followed is not None
+        first = [await asyncio.wait_for(anext(followed), BOUND_S) for _ in range(2)]
+        growing.publish(tree_id, {"type": "done", "stored": True})  # live, after the reader caught up
+        rest = [event async for event in followed]
+        assert [event["type"] for event in first + rest] == ["start", "progress", "done"]
+        assert first + rest == growing.logs[tree_id].events
+        assert "scope" not in first[0] and "s" not in first[0]
+
+        growing.start(tree_id, "key-a", {"strategy": "mcts"})  # a new run: the feed starts anew
+        await asyncio.wait_for(growing.flush(), BOUND_S)
+        again = await reading.follow(tree_id, "key-a", idle_s=0.5)
+        assert [event["type"] async for event in again] == ["start"]  # then idle: the reader ends
+    finally:
+        await growing.close()
+        await grower.close()
+        await reader.close()
+
+
+async def test_recent_trees_are_listed_per_scope_latest_first(redis_url):
+    for store in (MemoryTreeStore(), RedisTreeStore(redis_url)):
+        try:
+            for i, scope in enumerate(["key-a", "key-b", "key-a"]):
+                await store.put(f"tree-{i}", {"scope": scope, "created": 100.0 + i, "n": i})
+                await asyncio.sleep(0.01)
+            assert [tree_id for tree_id, _ in await store.recent("key-a", 10)] == ["tree-2", "tree-0"], store.name
+            assert [entry["n"] for _, entry in await store.recent("key-b", 10)] == [1]
+            assert len(await store.recent("key-a", 1)) == 1 and await store.recent("", 10) == []
+        finally:
+            await store.close()
