@@ -16,12 +16,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from openai import APIError, AsyncOpenAI
 from tqdm import tqdm
 
 from scorers.answers import answers_equivalent, extract_answer
 
-DEFAULT_DATA = Path(__file__).parent / "data" / "arith_dev.jsonl"
+# Figures come from the test half; defaults and margins are fitted on arith_tune.jsonl.
+DEFAULT_DATA = Path(__file__).parent / "data" / "arith_test.jsonl"
 DEFAULT_STRATEGIES = "best_of_n,self_certainty,self_consistency,self_agreement"
 GREEDY = "greedy"
 INSTRUCTION = 'Think step by step, then write "The answer is N." with the number N.'
@@ -123,6 +125,10 @@ def summarize(strategy: str, outcomes: list[Outcome], wall_s: float) -> dict:
         "mean_engine_calls": _mean_of(searches, "engine_calls"),
         "search_reports": len(searches),
         "truncated": sum(bool(s.get("truncated")) for s in searches),
+        # the share of searches whose answer was greedy's (the `search.greedy` report)
+        "answered_as_greedy": (statistics.fmean(bool(s["greedy"]["answer_is_greedy"]) for s in searches
+                                                if "greedy" in s)
+                               if any("greedy" in s for s in searches) else None),
         "cache_hits": sum(bool(s.get("cache_hit")) for s in searches),
         "wall_s": wall_s,
         "median_latency_s": statistics.median(o.latency_s for o in outcomes),
@@ -140,11 +146,38 @@ def _ratio(value: float | None, baseline: float | None) -> float | None:
     return value / baseline if value is not None and baseline else None
 
 
-def add_ratios(summaries: list[dict]) -> None:
-    """Each summary gets accuracy, tokens and wall time relative to the greedy baseline."""
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+def paired_bootstrap(baseline: list[bool], other: list[bool], resamples: int = BOOTSTRAP_RESAMPLES,
+                     seed: int = 0) -> tuple[float, float]:
+    """The 95% percentile interval of accuracy(other) - accuracy(baseline), resampling problems:
+    each resample draws problems with replacement and keeps both answers to each, so what the
+    two have in common (which problems are easy) cancels out of the difference."""
+    if len(baseline) != len(other) or not baseline:
+        raise ValueError("a paired bootstrap needs the same problems, at least one, on both sides")
+    differences = np.asarray(other, dtype=float) - np.asarray(baseline, dtype=float)
+    picks = np.random.default_rng(seed).integers(0, len(differences), size=(resamples, len(differences)))
+    means = differences[picks].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def correct_by_problem(outcomes: list[Outcome], strategy: str) -> dict[str, bool]:
+    return {o.id: o.correct for o in outcomes if o.strategy == strategy}
+
+
+def add_ratios(summaries: list[dict], outcomes: list[Outcome]) -> None:
+    """Each summary gets accuracy, tokens and wall time relative to the greedy baseline, and the
+    paired-bootstrap interval of its accuracy's difference to greedy's."""
     greedy = next(s for s in summaries if s["strategy"] == GREEDY)
+    greedy_correct = correct_by_problem(outcomes, GREEDY)
     for summary in summaries:
+        correct = correct_by_problem(outcomes, summary["strategy"])
+        ids = sorted(greedy_correct.keys() & correct.keys())
         summary["accuracy_delta_vs_greedy"] = summary["accuracy"] - greedy["accuracy"]
+        summary["accuracy_delta_ci95"] = (
+            list(paired_bootstrap([greedy_correct[i] for i in ids], [correct[i] for i in ids])) if ids else None)
         summary["accuracy_ratio_vs_greedy"] = _ratio(summary["accuracy"], greedy["accuracy"])
         summary["tokens_ratio_vs_greedy"] = _ratio(summary["mean_completion_tokens"],
                                                    greedy["mean_completion_tokens"])
@@ -155,13 +188,17 @@ def format_table(summaries: list[dict]) -> str:
     def number(value, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
-    header = ("strategy", "accuracy", "correct", "Δacc", "tokens", "×tokens", "wall s", "×wall",
-              "errors")
+    def interval(bounds) -> str:
+        return "-" if bounds is None else f"[{bounds[0]:+.1%}, {bounds[1]:+.1%}]"
+
+    header = ("strategy", "accuracy", "correct", "Δacc", "Δ 95% CI", "greedy's", "tokens", "×tokens",
+              "wall s", "×wall", "errors")
     rows = [header]
     for s in summaries:
         rows.append((
             s["strategy"], f"{s['accuracy']:.1%}", f"{s['correct']}/{s['problems']}",
-            f"{s['accuracy_delta_vs_greedy']:+.1%}", number(s["mean_completion_tokens"], ".1f"),
+            f"{s['accuracy_delta_vs_greedy']:+.1%}", interval(s["accuracy_delta_ci95"]),
+            number(s["answered_as_greedy"], ".0%"), number(s["mean_completion_tokens"], ".1f"),
             number(s["tokens_ratio_vs_greedy"], ".2f"), f"{s['wall_s']:.1f}",
             number(s["wall_ratio_vs_greedy"], ".2f"), str(s["errors"]),
         ))
@@ -276,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     model, summaries, outcomes = asyncio.run(run_benchmark(args, strategies, extra_search))
-    add_ratios(summaries)
+    add_ratios(summaries, outcomes)
 
     print(format_table(summaries))
     for summary in summaries:
