@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from search.params import CommonParams
+from search.params import CommonParams, greedy_margin
 from search.tree import Tree
 from search.types import (
     BudgetExhausted,
@@ -14,7 +14,12 @@ from search.types import (
     SearchContext,
     SearchResult,
 )
-from search.voting import AnswerGroup, group_answers, leader, vote_shares
+from search.voting import AnswerGroup, anchor_to_greedy, group_answers, leader, vote_shares
+
+VOTES = "vote share"
+SCORES = "score"
+# Vote shares weighted by the scorer (self-certainty's Borda vote): their margin is the scorer's.
+WEIGHTED_VOTES = "weighted vote share"
 
 
 class CandidatePool:
@@ -29,6 +34,8 @@ class CandidatePool:
         self.trace: list[dict] = []
         self.truncated = False
         self.rounds = 0
+        self.params: CommonParams | None = None
+        self.greedy_index: int | None = None  # the greedy sample's candidate, when one was drawn
 
     def call_seed(self) -> int | None:
         """A distinct seed per engine call: one seed for every call would repeat the samples."""
@@ -36,6 +43,7 @@ class CandidatePool:
 
     async def draw(self, n: int, params: CommonParams) -> list[Sample]:
         """`n` more samples of the prompt, in one engine call."""
+        self.params = params
         scorer = self.ctx.scorer
         spec = SamplingSpec(
             n=n,
@@ -55,6 +63,7 @@ class CandidatePool:
             drawn = await self.ctx.generator.generate_many(
                 [(self.ctx.prompt_ids, greedy), (self.ctx.prompt_ids, replace(spec, n=n - 1))])
             samples = [sample for group in drawn for sample in group]
+            self.greedy_index = 0
         else:
             samples = await self.ctx.generator.generate(self.ctx.prompt_ids, spec)
         first = len(self.samples)
@@ -114,8 +123,10 @@ class CandidatePool:
         index = top.members[0] if top else 0
         return index, vote_shares(groups, len(self.samples), len(self.samples))
 
-    def result(self, selected: int, votes: list[float], rule: str) -> SearchResult:
-        """The SearchResult choosing candidate `selected` by `rule` (a word for the trace)."""
+    def result(self, selected: int, votes: list[float], rule: str, support: str = VOTES) -> SearchResult:
+        """The SearchResult choosing candidate `selected` by `rule` (a word for the trace), or
+        greedy's candidate when `selected`'s support (its VOTES, SCORES or WEIGHTED_VOTES) does
+        not beat greedy's by the margin."""
         usage = replace(self.ctx.generator.usage)
         truncated = self.truncated or self.ctx.generator.budget_limited
         tree = Tree()
@@ -135,10 +146,15 @@ class CandidatePool:
             self.trace.append({"step": "select", "index": -1, "rule": "nothing generated"})
             return SearchResult(self.strategy, empty, -1, [], usage, truncated, tree.to_dict(),
                                 self.trace)
-        self.trace.append({"step": "select", "index": selected, "rule": rule,
-                           "answer": self.answers[selected]})
-        return SearchResult(self.strategy, candidates[selected], selected, candidates, usage,
-                            truncated, tree.to_dict(), self.trace)
+        scorer = None if support == VOTES or self.ctx.scorer is None else self.ctx.scorer.name
+        margin, source = greedy_margin(self.params or CommonParams(), self.strategy, scorer, support)
+        values = self.scores if support == SCORES and self.scores is not None else votes
+        anchor = anchor_to_greedy(selected, self.greedy_index, self.answers, values,
+                                  self.ctx.answers.equivalent, margin, support, source)
+        self.trace.append({"step": "select", "index": anchor.index, "rule": rule,
+                           "answer": self.answers[anchor.index], "greedy": anchor.report()})
+        return SearchResult(self.strategy, candidates[anchor.index], anchor.index, candidates, usage,
+                            truncated, tree.to_dict(), self.trace, anchor)
 
 
 async def sample_and_score(ctx: SearchContext, params: CommonParams, strategy: str) -> CandidatePool:
@@ -165,4 +181,4 @@ def select_best_scored(pool: CandidatePool, prefer_answered: bool = False) -> Se
     if not prefer_answered or not eligible:
         eligible = list(range(len(pool.samples)))
     index = max(eligible, key=lambda i: (pool.scores[i], -i))
-    return pool.result(index, votes, "argmax score")
+    return pool.result(index, votes, "argmax score", SCORES)

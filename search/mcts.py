@@ -275,4 +275,7 @@ async def run(ctx: SearchContext, params: MCTSParams, tree: Tree | None = None) 
             best = max(best.children, key=rank_key(params.final))
         chosen = await search.finish(best)
         rule = f"{params.final} path, completed greedily"
-    return search.result(chosen, terminals, [node.score for node in terminals], rule)
+    greedy = await search.greedy_answer(lambda node: evaluate(search, [node], rollout=False))
+    terminals = [node for node in search.tree.nodes() if node.terminal]
+    return search.result(chosen, terminals, [node.score for node in terminals], rule, greedy,
+                         scorer=ctx.scorer.name)

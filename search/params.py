@@ -7,9 +7,15 @@ client wrote it ("search.n"), so the server can answer 400 with `param` set.
 
 from __future__ import annotations
 
+import json
 from dataclasses import Field, dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
 
 from search.types import InvalidSearchParam, shown
+
+# Each strategy's greedy margin as bench/fit_margins.py fitted it on the tune half, with how.
+MARGINS_FILE = Path(__file__).with_name("greedy_margins.json")
 
 ANSWER_FORMATS = ("auto", "number", "boxed", "choice", "text")
 
@@ -101,11 +107,37 @@ class CommonParams:
     # AlphaLLM's "first child is greedy": candidate 0 is the greedy answer, so ties (first-seen
     # wins) fall to it; a small model's samples are much worse than its greedy answer.
     include_greedy: bool = True
+    # The final rule (search.voting.anchor_to_greedy): the answer moves away from greedy's only
+    # when the search's choice has more support than greedy's by more than this.
+    greedy_margin: float | None = bounded(
+        None, 0.0, 1e6, doc="How much more support (vote share, score or value) than greedy's answer the "
+                            "search's choice needs to answer instead of greedy; null: the margin fitted for "
+                            "the strategy and scorer (search/greedy_margins.json), 0 where none was fitted.")
 
     def __post_init__(self) -> None:
         check_fields(self)
         if self.scorer is not None and (not isinstance(self.scorer, str) or not self.scorer):
             raise InvalidSearchParam("search.scorer", f"must be a scorer name, got {shown(self.scorer)}")
+
+
+@lru_cache(maxsize=1)
+def fitted_margins() -> dict:
+    return json.loads(MARGINS_FILE.read_text())
+
+
+def margin_key(strategy: str, scorer: str | None, support: str) -> str:
+    return f"{strategy}/{scorer or '-'}/{support}"
+
+
+def greedy_margin(params: CommonParams, strategy: str, scorer: str | None, support: str) -> tuple[float, str]:
+    """The margin the search's choice must beat greedy's support by, and where it comes from."""
+    if params.greedy_margin is not None:
+        return params.greedy_margin, "search.greedy_margin"
+    key = margin_key(strategy, scorer, support)
+    fitted = fitted_margins()["margins"].get(key)
+    if fitted is None:
+        return 0.0, f"{key} not fitted: 0"
+    return fitted["margin"], f"{key} fitted by {fitted_margins()['fitted_by']}"
 
 
 @dataclass

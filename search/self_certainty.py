@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from search.candidates import CandidatePool, sample_and_score, select_best_scored
+from search.candidates import WEIGHTED_VOTES, CandidatePool, sample_and_score, select_best_scored
 from search.params import CommonParams, bounded
 from search.types import InvalidSearchParam, SearchContext, SearchResult
 from search.voting import borda_weights, leader, vote_shares
@@ -50,4 +50,4 @@ def borda_vote(pool: CandidatePool, power: float) -> SearchResult:
     votes = vote_shares(groups, len(pool.samples), sum(weights))
     pool.trace.append({"step": "borda", "power": power,
                        "tally": {group.answer: group.weight for group in groups}})
-    return pool.result(top.members[0], votes, f"borda p={power}")
+    return pool.result(top.members[0], votes, f"borda p={power}", WEIGHTED_VOTES)

@@ -133,6 +133,8 @@ class Node:
 class Tree:
     root: Node = field(default_factory=Node)
     iterations: int = 0  # search iterations spent on this tree, over every run that grew it
+    # Child indices from the root along greedy decoding's path, as far as the tree holds it.
+    greedy_path: list[int] = field(default_factory=list)
 
     def nodes(self) -> Iterator[Node]:
         return self.root.walk()
@@ -144,8 +146,10 @@ class Tree:
         data: dict = {"root": self.root.to_dict()}
         if self.iterations:
             data["iterations"] = self.iterations
+        if self.greedy_path:
+            data["greedy_path"] = list(self.greedy_path)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Tree:
-        return cls(Node.from_dict(data["root"]), data.get("iterations", 0))
+        return cls(Node.from_dict(data["root"]), data.get("iterations", 0), list(data.get("greedy_path", [])))

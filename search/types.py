@@ -10,7 +10,10 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from search.voting import GreedyAnchor
 
 
 @dataclass(frozen=True)
@@ -389,3 +392,4 @@ class SearchResult:
     truncated: bool = False
     tree: dict | None = None  # serialized tree, for the store and the trace
     trace: list[dict] = field(default_factory=list)
+    greedy: "GreedyAnchor | None" = None  # how the answer stands against greedy's

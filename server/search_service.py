@@ -20,6 +20,7 @@ from scorers import SCORERS, MathAnswers, PromptedStepCritic, StructuredAnswers
 from search import STRATEGIES, parse_params
 from search.params import CommonParams, StepParams, bounded, check_fields, documented
 from search.tree import Tree
+from search.voting import GreedyAnchor
 from search.types import (
     AnswerExtractor, Budget, Candidate, InvalidSearchParam, MeteredGenerator, Sample, Scorer, SearchContext,
     SearchResult, Usage, shown,
@@ -134,6 +135,8 @@ class SearchOutcome:
             "served_by": REPLICA, "grown_by": self.grown_by,
             "truncated_reason": truncated_reason(result),
         }
+        if result.greedy is not None:
+            report["greedy"] = result.greedy.report()
         if return_trace:
             report["trace"] = result.trace
         return {key: value for key, value in report.items() if value is not None}
@@ -346,6 +349,7 @@ def stored_entry(result: SearchResult, job: SearchJob, spent_tokens: int) -> dic
         "truncated_reason": truncated_reason(result),
         "truncated": result.truncated, "selected_index": result.selected_index,
         "candidates": len(result.candidates), "usage": asdict(result.usage), "trace": result.trace,
+        "greedy": result.greedy.report() if result.greedy is not None else None,
         "answer": {"text": chosen.sample.text, "token_ids": chosen.sample.token_ids,
                    "finish_reason": chosen.sample.finish_reason, "answer": chosen.answer,
                    "score": chosen.score, "votes": chosen.votes},
@@ -367,5 +371,7 @@ def answer_from_store(entry: dict | None, plan: SearchPlan) -> SearchResult | No
                     finish_reason=answer["finish_reason"])
     chosen = Candidate(sample, answer["answer"], answer["score"], answer["votes"])
     # Nothing was generated for this request; the candidates are in the stored tree.
+    greedy = entry.get("greedy")
     return SearchResult(entry["strategy"], chosen, entry["selected_index"], [chosen] * entry["candidates"],
-                        Usage(), entry["truncated"], entry["tree"], entry["trace"])
+                        Usage(), entry["truncated"], entry["tree"], entry["trace"],
+                        GreedyAnchor(index=entry["selected_index"], **greedy) if greedy else None)
