@@ -40,7 +40,7 @@ class MCTSParams(StepParams):
     # answers above wrong ones better than P(True) does; mcts valued by either solved as many
     # problems (bench/RESULTS.md). Not mean_logprob: the prior already is each step's mean
     # logprob, and a value repeating it would turn the search into a likelihood search.
-    scorer: str | None = "self_certainty"
+    scorer: str | dict | None = "self_certainty"
     k: int = bounded(3, 1, 16)
     # AlphaLLM keeps the root much wider than the nodes below it (at least 10 first steps on
     # GSM8K, 2-3 children deeper): the first step decides the most, and with `parallel`

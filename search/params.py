@@ -102,7 +102,9 @@ class CommonParams:
     # Larger models are usually sampled at 0.6-0.7 (the papers' settings); ask per request.
     temperature: float = bounded(0.3, 0.0, 2.0)
     top_p: float = bounded(1.0, 0.0, 1.0, low_inclusive=False)
-    scorer: str | None = None
+    # A scorer's name, or a verifier to ask over HTTP: {"url": ..., "timeout_s": ...} (the server
+    # checks the object, and which hosts it may call).
+    scorer: str | dict | None = None
     answer_format: str = one_of("auto", ANSWER_FORMATS)
     # AlphaLLM's "first child is greedy": candidate 0 is the greedy answer, so ties (first-seen
     # wins) fall to it; a small model's samples are much worse than its greedy answer.
@@ -116,8 +118,10 @@ class CommonParams:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.scorer is not None and (not isinstance(self.scorer, str) or not self.scorer):
-            raise InvalidSearchParam("search.scorer", f"must be a scorer name, got {shown(self.scorer)}")
+        if self.scorer is not None and not (isinstance(self.scorer, str) and self.scorer
+                                            or isinstance(self.scorer, dict)):
+            raise InvalidSearchParam("search.scorer", "must be a scorer name or a verifier object "
+                                                      f"{{\"url\": ...}}, got {shown(self.scorer)}")
 
 
 @lru_cache(maxsize=1)

@@ -23,7 +23,7 @@ def paper_power(n: int) -> float:
 
 @dataclass
 class SelfCertaintyParams(CommonParams):
-    scorer: str | None = "self_certainty"
+    scorer: str | dict | None = "self_certainty"
     # The paper samples at 0.6 with top-p 0.9; the dev set's sweep (bench/selection_sweep.py)
     # favours 0.3 and the Borda vote for the embedded model, as for the other votes.
     borda: bool = True
