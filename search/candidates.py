@@ -147,10 +147,10 @@ class CandidatePool:
             return SearchResult(self.strategy, empty, -1, [], usage, truncated, tree.to_dict(),
                                 self.trace)
         scorer = None if support == VOTES or self.ctx.scorer is None else self.ctx.scorer.name
-        margin, source = greedy_margin(self.params or CommonParams(), self.strategy, scorer, support)
+        margin, key, source = greedy_margin(self.params or CommonParams(), self.strategy, scorer, support)
         values = self.scores if support == SCORES and self.scores is not None else votes
         anchor = anchor_to_greedy(selected, self.greedy_index, self.answers, values,
-                                  self.ctx.answers.equivalent, margin, support, source)
+                                  self.ctx.answers.equivalent, margin, support, key, source)
         self.trace.append({"step": "select", "index": anchor.index, "rule": rule,
                            "answer": self.answers[anchor.index], "greedy": anchor.report()})
         return SearchResult(self.strategy, candidates[anchor.index], anchor.index, candidates, usage,

@@ -133,15 +133,17 @@ def margin_key(strategy: str, scorer: str | None, support: str) -> str:
     return f"{strategy}/{scorer or '-'}/{support}"
 
 
-def greedy_margin(params: CommonParams, strategy: str, scorer: str | None, support: str) -> tuple[float, str]:
-    """The margin the search's choice must beat greedy's support by, and where it comes from."""
-    if params.greedy_margin is not None:
-        return params.greedy_margin, "search.greedy_margin"
+def greedy_margin(params: CommonParams, strategy: str, scorer: str | None,
+                  support: str) -> tuple[float, str, str]:
+    """The margin the search's choice must beat greedy's support by, its margin_key, and where
+    the margin comes from."""
     key = margin_key(strategy, scorer, support)
+    if params.greedy_margin is not None:
+        return params.greedy_margin, key, "search.greedy_margin"
     fitted = fitted_margins()["margins"].get(key)
     if fitted is None:
-        return 0.0, f"{key} not fitted: 0"
-    return fitted["margin"], f"{key} fitted by {fitted_margins()['fitted_by']}"
+        return 0.0, key, "not fitted: 0"
+    return fitted["margin"], key, f"fitted by {fitted_margins()['fitted_by']}"
 
 
 @dataclass

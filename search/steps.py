@@ -275,10 +275,10 @@ class StepSearch:
         votes = vote_shares(groups, len(candidates), sum(weights))
         made = [Candidate(self.path_sample(node), node.answer, score, share)
                 for node, score, share in zip(candidates, scores, votes)]
-        margin, source = greedy_margin(self.params, self.strategy, scorer, support)
+        margin, key, source = greedy_margin(self.params, self.strategy, scorer, support)
         anchor = anchor_to_greedy(candidates.index(chosen), candidates.index(greedy) if greedy in candidates else None,
                                   [node.answer for node in candidates], scores, self.ctx.answers.equivalent,
-                                  margin, support, source)
+                                  margin, support, key, source)
         index, chosen = anchor.index, candidates[anchor.index]
         if self.ctx.generator.budget_limited and not self.truncated:
             # A step the budget cut short shapes the tree as surely as a search stopped early.

@@ -100,6 +100,7 @@ class GreedyAnchor:
     reason: str
     support: str
     margin: float
+    margin_key: str  # strategy/scorer/support, as search/greedy_margins.json keys its fitted margins
     margin_source: str  # "search.greedy_margin", or where the default came from
     proposed_index: int  # what the strategy's own rule chose
     proposed_answer: str | None
@@ -113,12 +114,13 @@ class GreedyAnchor:
 
 def anchor_to_greedy(proposed: int, greedy: int | None, answers: Sequence[str | None],
                      support: Sequence[float | None], equivalent: Callable[[str, str], bool],
-                     margin: float, support_name: str, margin_source: str = "search.greedy_margin"
-                     ) -> GreedyAnchor:
+                     margin: float, support_name: str, margin_key: str = "",
+                     margin_source: str = "search.greedy_margin") -> GreedyAnchor:
     """The candidate to answer with: `proposed` (the strategy's own choice) when its support
     beats the `greedy` candidate's by more than `margin`, else greedy's."""
     def anchored(index: int, is_greedy: bool, reason: str) -> GreedyAnchor:
-        return GreedyAnchor(index, greedy, is_greedy, reason, support_name, margin, margin_source, proposed,
+        return GreedyAnchor(index, greedy, is_greedy, reason, support_name, margin, margin_key, margin_source,
+                            proposed,
                             answers[proposed], support[proposed],
                             None if greedy is None else answers[greedy],
                             None if greedy is None else support[greedy])

@@ -58,6 +58,7 @@ async def test_self_consistency_needs_its_majority_to_beat_greedy_by_the_margin(
     kept = await consistency(["2", "2", "3"], greedy_margin=0.3)
     assert kept.selected_index == 0 and kept.chosen.answer == "1" and kept.greedy.answer_is_greedy
     assert kept.greedy.margin_source == "search.greedy_margin"
+    assert kept.greedy.margin_key == "self_consistency/-/vote share"
     assert kept.trace[-1]["greedy"]["reason"] == kept.greedy.reason
     # Without a greedy sample there is nothing to anchor to: the plain majority.
     plain = await consistency(["2", "2", "3", "3"], include_greedy=False, greedy_margin=0.9)
@@ -89,11 +90,11 @@ def test_an_unset_margin_is_the_fitted_one_for_the_strategy_and_scorer(monkeypat
               "margins": {margin_key("self_consistency", None, "vote share"): {"margin": 0.375}}}
     monkeypatch.setattr(search_params, "fitted_margins", lambda: fitted)
     assert greedy_margin(SelfConsistencyParams(), "self_consistency", None, "vote share") == (
-        0.375, "self_consistency/-/vote share fitted by python -m bench.fit_margins (test)")
+        0.375, "self_consistency/-/vote share", "fitted by python -m bench.fit_margins (test)")
     assert greedy_margin(SelfConsistencyParams(greedy_margin=0.1), "self_consistency", None,
-                         "vote share") == (0.1, "search.greedy_margin")
-    margin, source = greedy_margin(BestOfNParams(), "best_of_n", "http", "score")
-    assert margin == 0.0 and "not fitted" in source
+                         "vote share") == (0.1, "self_consistency/-/vote share", "search.greedy_margin")
+    assert greedy_margin(BestOfNParams(), "best_of_n", "http", "score") == (0.0, "best_of_n/http/score",
+                                                                             "not fitted: 0")
 
 
 def test_the_shipped_margins_say_how_they_were_fitted():
