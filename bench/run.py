@@ -20,6 +20,7 @@ import numpy as np
 from openai import APIError, AsyncOpenAI
 from tqdm import tqdm
 
+from bench import arith_verifier
 from scorers.answers import answers_equivalent, extract_answer
 
 # Figures come from the test half; defaults and margins are fitted on arith_tune.jsonl.
@@ -55,11 +56,24 @@ def prompt_messages(question: str, instruction: str) -> list[dict]:
     return [{"role": "user", "content": f"{question}\n{instruction}"}]
 
 
-def request_options(strategy: str, args: argparse.Namespace, extra_search: dict) -> dict:
-    """The chat.completions.create keyword arguments for one strategy (besides model/messages)."""
+VERIFIED = "verifier"  # a label's variant: the strategy scored by --arith-verifier
+
+
+def strategy_of(label: str) -> str:
+    """The strategy a --strategies label runs: "best_of_n@verifier" is best_of_n with its own options."""
+    return label.split("@", 1)[0]
+
+
+def request_options(strategy: str, args: argparse.Namespace, extra_search: dict,
+                    verifier_url: str | None = None) -> dict:
+    """The chat.completions.create keyword arguments for one strategy label (besides model/messages)."""
     if strategy == GREEDY:
         return {"temperature": 0.0, "max_tokens": args.max_tokens}
-    search = {"strategy": strategy, "n": args.n, "answer_format": args.answer_format}
+    search = {"strategy": strategy_of(strategy), "n": args.n, "answer_format": args.answer_format}
+    if strategy.endswith("@" + VERIFIED):
+        if verifier_url is None:
+            raise SystemExit(f"{strategy}: the @{VERIFIED} variants need --arith-verifier")
+        search["scorer"] = {"url": verifier_url}
     if args.temperature is not None:
         search["temperature"] = args.temperature
     if not args.cache:
@@ -130,6 +144,7 @@ def summarize(strategy: str, outcomes: list[Outcome], wall_s: float) -> dict:
                                                 if "greedy" in s)
                                if any("greedy" in s for s in searches) else None),
         "cache_hits": sum(bool(s.get("cache_hit")) for s in searches),
+        "verifier_failures": sum(bool(s.get("verifier", {}).get("failed")) for s in searches),
         "wall_s": wall_s,
         "median_latency_s": statistics.median(o.latency_s for o in outcomes),
         "errors": len(errors),
@@ -283,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="let searches use the server's tree cache (off: every search is paid for)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parser.add_argument("--request-timeout", type=float, default=1800.0, help="seconds per request")
+    parser.add_argument("--arith-verifier", action="store_true",
+                        help="serve bench.arith_verifier on loopback for the strategy@verifier labels "
+                             "(their search.scorer is its URL)")
     parser.add_argument("--out", type=Path, help="results directory; default bench/results/accuracy-TIMESTAMP")
     return parser
 
@@ -292,16 +310,19 @@ async def run_benchmark(args: argparse.Namespace, strategies: list[str],
     # No retries: a retried request would be timed and counted twice.
     client = AsyncOpenAI(base_url=args.base_url, api_key=args.api_key,
                          timeout=args.request_timeout, max_retries=0)
+    verifier = arith_verifier.serve_in_thread() if args.arith_verifier else None
     async with client:
         model = args.model or (await client.models.list()).data[0].id
         problems = load_problems(args.data, args.limit)
         summaries, outcomes = [], []
         for strategy in [GREEDY, *strategies]:
-            options = request_options(strategy, args, extra_search)
+            options = request_options(strategy, args, extra_search, verifier[1] if verifier else None)
             strategy_outcomes, wall_s = await run_strategy(client, model, problems, strategy,
                                                            options, args)
             summaries.append(summarize(strategy, strategy_outcomes, wall_s))
             outcomes.extend(strategy_outcomes)
+    if verifier is not None:
+        verifier[0].shutdown()
     return model, summaries, outcomes
 
 
@@ -323,6 +344,9 @@ def main(argv: list[str] | None = None) -> None:
                 and not summary["search_reports"]:
             print(f"{summary['strategy']}: no response carried a `search` report; "
                   f"is {args.base_url} a deliberate server?")
+        if summary["verifier_failures"]:
+            print(f"{summary['strategy']}: the verifier failed in {summary['verifier_failures']} searches "
+                  "(scored by the fallback)")
         if summary["cache_hits"]:
             print(f"{summary['strategy']}: {summary['cache_hits']} answers came from the tree cache")
 
