@@ -305,8 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def run_benchmark(args: argparse.Namespace, strategies: list[str],
-                        extra_search: dict[str, dict]) -> tuple[str, list[dict], list[Outcome]]:
+async def run_benchmark(args: argparse.Namespace, strategies: list[str], extra_search: dict[str, dict],
+                        records: Path | None = None) -> tuple[str, list[dict], list[Outcome]]:
+    """Every strategy in turn; each one's outcomes are appended to `records` as soon as it is
+    done, so a run stopped midway keeps the strategies it finished."""
     # No retries: a retried request would be timed and counted twice.
     client = AsyncOpenAI(base_url=args.base_url, api_key=args.api_key,
                          timeout=args.request_timeout, max_retries=0)
@@ -321,6 +323,9 @@ async def run_benchmark(args: argparse.Namespace, strategies: list[str],
                                                            options, args)
             summaries.append(summarize(strategy, strategy_outcomes, wall_s))
             outcomes.extend(strategy_outcomes)
+            if records is not None:
+                with records.open("a") as lines:
+                    lines.writelines(json.dumps(asdict(outcome)) + "\n" for outcome in strategy_outcomes)
     if verifier is not None:
         verifier[0].shutdown()
     return model, summaries, outcomes
@@ -333,7 +338,9 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = args.out or Path("bench/results") / time.strftime("accuracy-%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    model, summaries, outcomes = asyncio.run(run_benchmark(args, strategies, extra_search))
+    records = out_dir / "records.jsonl"
+    records.unlink(missing_ok=True)
+    model, summaries, outcomes = asyncio.run(run_benchmark(args, strategies, extra_search, records))
     add_ratios(summaries, outcomes)
 
     print(format_table(summaries))
@@ -355,9 +362,6 @@ def main(argv: list[str] | None = None) -> None:
     config.update(model=model, strategies=strategies)
     (out_dir / "results.json").write_text(json.dumps({"config": config, "summaries": summaries},
                                                      indent=2))
-    with (out_dir / "records.jsonl").open("w") as records:
-        for outcome in outcomes:
-            records.write(json.dumps(asdict(outcome)) + "\n")
     plot_path = out_dir / "accuracy_vs_tokens.png"
     plot_accuracy_vs_tokens(summaries, plot_path,
                             f"{model} on {args.data.name} ({summaries[0]['problems']} problems, n={args.n})")
