@@ -1,10 +1,11 @@
 """An arithmetic-checking verifier, served over HTTP on loopback for the `http` scorer.
 
 It recomputes the arithmetic a candidate states ("3 + 4 = 7", "5 x 2 = 10") and scores the
-candidate in [0, 1]: 0 without a final answer; 0.3 with no computation to check; 0.1-0.2 when a
-computation is wrong; from 0.5 when all are right, up to 1 as they start from numbers the
-question gives (or results stated before them) and as the final answer is what the last one
-gave. It knows nothing of the right answer: it checks the work shown.
+candidate in [0, 1]: 0.3 with no computation to check; 0.1-0.2 when a computation is wrong;
+from 0.5 when all are right, up to 1 as they start from numbers the question gives (or results
+stated before them) and as the final answer is what the last one gave; half that without a final
+answer (a partial path, as mcts asks about). It knows nothing of the right answer: it checks the
+work shown.
 
     .venv/bin/python -m bench.arith_verifier --port 8100
     # then: "search": {"strategy": "best_of_n", "scorer": {"url": "http://127.0.0.1:8100/"}}
@@ -21,7 +22,7 @@ from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from bench.devset import evaluate
-from scorers.answers import extract_answer
+from scorers.answers import ANSWER_PHRASE, extract_answer
 
 NUMBER = r"\$?\d+(?:,\d{3})*(?:\.\d+)?"
 OPERATOR = r"[-+*/x×÷]"
@@ -51,18 +52,21 @@ class Check:
 
     @property
     def score(self) -> float:
-        if self.answer is None:
-            return 0.0
         if not self.equations:
-            return UNCHECKED
-        if self.right < self.equations:
-            return SOME_WRONG + 0.1 * self.right / self.equations
-        return ALL_RIGHT + 0.25 * self.grounded / self.equations + 0.25 * self.consistent
+            work = UNCHECKED
+        elif self.right < self.equations:
+            work = SOME_WRONG + 0.1 * self.right / self.equations
+        else:
+            work = ALL_RIGHT + 0.25 * self.grounded / self.equations + 0.25 * self.consistent
+        # No final answer yet (a partial path, as mcts asks about) or at all: half the work's worth.
+        return work if self.answer is not None else work / 2
 
 
 def check(question: str, candidate: str) -> Check:
     known = {number(token) for token in PLAIN_NUMBER.findall(question)}
-    found = Check(answer=extract_answer(candidate, "number"))
+    # The answer it states ("the answer is 7"), not just its last number: a partial path has none.
+    stated = ANSWER_PHRASE.findall(candidate)
+    found = Check(answer=extract_answer(stated[-1], "number") if stated else None)
     last_result = None
     for match in EQUATION.finditer(candidate):
         expression, stated = match.group(1), number(match.group(2))

@@ -17,7 +17,8 @@ QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
     ("The answer is 7.", 0.3),  # nothing to check
     ("3 + 4 = 8. The answer is 8.", 0.1),  # wrong arithmetic ranks below none
     ("3 + 4 = 7 and 7 - 1 = 5. The answer is 5.", 0.15),
-    ("Hmm, apples.", 0.0),
+    ("Hmm, apples.", 0.15),  # no answer, nothing to check
+    ("First, 3 + 4 = 7.", 0.375),  # a partial path: right and grounded, no answer yet
 ])
 def test_a_candidate_is_scored_by_the_work_it_shows(candidate, score):
     assert check(QUESTION, candidate).score == pytest.approx(score)
@@ -36,7 +37,7 @@ def test_it_answers_over_http_on_loopback():
         body = json.dumps({"question": QUESTION, "candidates": ["3 + 4 = 7. The answer is 7.", "no"]}).encode()
         request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as reply:
-            assert json.loads(reply.read()) == {"scores": [1.0, 0.0]}
+            assert json.loads(reply.read()) == {"scores": [1.0, 0.15]}
         bad = urllib.request.Request(url, b"{}", {"Content-Type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(bad, timeout=10)
