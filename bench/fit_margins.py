@@ -68,13 +68,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("records", type=Path, nargs="+", help="records.jsonl of bench.run on the tune half")
     parser.add_argument("--out", type=Path, default=MARGINS_FILE)
+    parser.add_argument("--note", default="", help="how the tune run was made (its flags, commit), for the record")
     args = parser.parse_args(argv)
     records = [json.loads(line) for path in args.records for line in path.read_text().splitlines() if line.strip()]
     fitted = {key: fit(searches) for key, searches in sorted(decisions(records).items())}
     stored = json.loads(args.out.read_text()) if args.out.exists() else {"margins": {}}
     sources = ", ".join(str(path) for path in args.records)
-    stored["fitted_by"] = (f"python -m bench.fit_margins on {sources} (bench.run on bench/data/arith_tune.jsonl), "
-                           f"{time.strftime('%Y-%m-%d')}")
+    note = f" {args.note}" if args.note else ""
+    stored["fitted_by"] = (f"python -m bench.fit_margins on {sources} (bench.run on bench/data/arith_tune.jsonl"
+                           f"{note}), {time.strftime('%Y-%m-%d')}")
     stored["margins"].update(fitted)
     args.out.write_text(json.dumps(stored, indent=2) + "\n")
     for key, entry in fitted.items():
