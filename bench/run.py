@@ -214,7 +214,7 @@ def format_table(summaries: list[dict]) -> str:
             s["strategy"], f"{s['accuracy']:.1%}", f"{s['correct']}/{s['problems']}",
             f"{s['accuracy_delta_vs_greedy']:+.1%}", interval(s["accuracy_delta_ci95"]),
             number(s["answered_as_greedy"], ".0%"), number(s["mean_completion_tokens"], ".1f"),
-            number(s["tokens_ratio_vs_greedy"], ".2f"), f"{s['wall_s']:.1f}",
+            number(s["tokens_ratio_vs_greedy"], ".2f"), number(s["wall_s"], ".1f"),
             number(s["wall_ratio_vs_greedy"], ".2f"), str(s["errors"]),
         ))
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
@@ -301,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arith-verifier", action="store_true",
                         help="serve bench.arith_verifier on loopback for the strategy@verifier labels "
                              "(their search.scorer is its URL)")
+    parser.add_argument("--from-records", type=Path, metavar="RECORDS",
+                        help="print the table of a run's records.jsonl (one stopped midway too) and exit")
     parser.add_argument("--out", type=Path, help="results directory; default bench/results/accuracy-TIMESTAMP")
     return parser
 
@@ -331,8 +333,22 @@ async def run_benchmark(args: argparse.Namespace, strategies: list[str], extra_s
     return model, summaries, outcomes
 
 
+def summarize_records(path: Path) -> list[dict]:
+    """The summaries of a run's records.jsonl (one stopped midway, say), in the run's strategy
+    order; wall times are not in the records."""
+    outcomes = [Outcome(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    strategies = list(dict.fromkeys(outcome.strategy for outcome in outcomes))
+    summaries = [summarize(strategy, [o for o in outcomes if o.strategy == strategy], None)
+                 for strategy in strategies]
+    add_ratios(summaries, outcomes)
+    return summaries
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.from_records:
+        print(format_table(summarize_records(args.from_records)))
+        return
     strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
     extra_search = parse_extra_search(args.search_json, strategies)
     out_dir = args.out or Path("bench/results") / time.strftime("accuracy-%Y%m%d-%H%M%S")

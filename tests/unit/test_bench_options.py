@@ -59,3 +59,18 @@ def test_the_summaries_carry_the_interval_against_greedy():
     low, high = summaries[1]["accuracy_delta_ci95"]
     assert 0 < low <= 0.5 <= high
     assert "[+" in format_table(summaries)
+
+
+def test_a_stopped_runs_records_still_make_the_table(tmp_path, capsys):
+    import json
+    from dataclasses import asdict
+
+    from bench.run import Outcome, main
+
+    records = tmp_path / "records.jsonl"
+    rows = [Outcome(f"p{i}", strategy, "1", "1" if ok else "2", ok, 10, 0.1)
+            for strategy, right in ((GREEDY, [True, False]), ("mcts", [True, True])) for i, ok in enumerate(right)]
+    records.write_text("".join(json.dumps(asdict(row)) + "\n" for row in rows))
+    main(["--from-records", str(records)])
+    table = capsys.readouterr().out
+    assert "mcts" in table and "100.0%" in table and "+50.0%" in table
