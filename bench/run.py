@@ -16,12 +16,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from openai import APIError, AsyncOpenAI
 from tqdm import tqdm
 
+from bench import arith_verifier
 from scorers.answers import answers_equivalent, extract_answer
 
-DEFAULT_DATA = Path(__file__).parent / "data" / "arith_dev.jsonl"
+# Figures come from the test half; defaults and margins are fitted on arith_tune.jsonl.
+DEFAULT_DATA = Path(__file__).parent / "data" / "arith_test.jsonl"
 DEFAULT_STRATEGIES = "best_of_n,self_certainty,self_consistency,self_agreement"
 GREEDY = "greedy"
 INSTRUCTION = 'Think step by step, then write "The answer is N." with the number N.'
@@ -53,11 +56,24 @@ def prompt_messages(question: str, instruction: str) -> list[dict]:
     return [{"role": "user", "content": f"{question}\n{instruction}"}]
 
 
-def request_options(strategy: str, args: argparse.Namespace, extra_search: dict) -> dict:
-    """The chat.completions.create keyword arguments for one strategy (besides model/messages)."""
+VERIFIED = "verifier"  # a label's variant: the strategy scored by --arith-verifier
+
+
+def strategy_of(label: str) -> str:
+    """The strategy a --strategies label runs: "best_of_n@verifier" is best_of_n with its own options."""
+    return label.split("@", 1)[0]
+
+
+def request_options(strategy: str, args: argparse.Namespace, extra_search: dict,
+                    verifier_url: str | None = None) -> dict:
+    """The chat.completions.create keyword arguments for one strategy label (besides model/messages)."""
     if strategy == GREEDY:
         return {"temperature": 0.0, "max_tokens": args.max_tokens}
-    search = {"strategy": strategy, "n": args.n, "answer_format": args.answer_format}
+    search = {"strategy": strategy_of(strategy), "n": args.n, "answer_format": args.answer_format}
+    if strategy.endswith("@" + VERIFIED):
+        if verifier_url is None:
+            raise SystemExit(f"{strategy}: the @{VERIFIED} variants need --arith-verifier")
+        search["scorer"] = {"url": verifier_url}
     if args.temperature is not None:
         search["temperature"] = args.temperature
     if not args.cache:
@@ -123,7 +139,12 @@ def summarize(strategy: str, outcomes: list[Outcome], wall_s: float) -> dict:
         "mean_engine_calls": _mean_of(searches, "engine_calls"),
         "search_reports": len(searches),
         "truncated": sum(bool(s.get("truncated")) for s in searches),
+        # the share of searches whose answer was greedy's (the `search.greedy` report)
+        "answered_as_greedy": (statistics.fmean(bool(s["greedy"]["answer_is_greedy"]) for s in searches
+                                                if "greedy" in s)
+                               if any("greedy" in s for s in searches) else None),
         "cache_hits": sum(bool(s.get("cache_hit")) for s in searches),
+        "verifier_failures": sum(bool(s.get("verifier", {}).get("failed")) for s in searches),
         "wall_s": wall_s,
         "median_latency_s": statistics.median(o.latency_s for o in outcomes),
         "errors": len(errors),
@@ -140,11 +161,38 @@ def _ratio(value: float | None, baseline: float | None) -> float | None:
     return value / baseline if value is not None and baseline else None
 
 
-def add_ratios(summaries: list[dict]) -> None:
-    """Each summary gets accuracy, tokens and wall time relative to the greedy baseline."""
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+def paired_bootstrap(baseline: list[bool], other: list[bool], resamples: int = BOOTSTRAP_RESAMPLES,
+                     seed: int = 0) -> tuple[float, float]:
+    """The 95% percentile interval of accuracy(other) - accuracy(baseline), resampling problems:
+    each resample draws problems with replacement and keeps both answers to each, so what the
+    two have in common (which problems are easy) cancels out of the difference."""
+    if len(baseline) != len(other) or not baseline:
+        raise ValueError("a paired bootstrap needs the same problems, at least one, on both sides")
+    differences = np.asarray(other, dtype=float) - np.asarray(baseline, dtype=float)
+    picks = np.random.default_rng(seed).integers(0, len(differences), size=(resamples, len(differences)))
+    means = differences[picks].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def correct_by_problem(outcomes: list[Outcome], strategy: str) -> dict[str, bool]:
+    return {o.id: o.correct for o in outcomes if o.strategy == strategy}
+
+
+def add_ratios(summaries: list[dict], outcomes: list[Outcome]) -> None:
+    """Each summary gets accuracy, tokens and wall time relative to the greedy baseline, and the
+    paired-bootstrap interval of its accuracy's difference to greedy's."""
     greedy = next(s for s in summaries if s["strategy"] == GREEDY)
+    greedy_correct = correct_by_problem(outcomes, GREEDY)
     for summary in summaries:
+        correct = correct_by_problem(outcomes, summary["strategy"])
+        ids = sorted(greedy_correct.keys() & correct.keys())
         summary["accuracy_delta_vs_greedy"] = summary["accuracy"] - greedy["accuracy"]
+        summary["accuracy_delta_ci95"] = (
+            list(paired_bootstrap([greedy_correct[i] for i in ids], [correct[i] for i in ids])) if ids else None)
         summary["accuracy_ratio_vs_greedy"] = _ratio(summary["accuracy"], greedy["accuracy"])
         summary["tokens_ratio_vs_greedy"] = _ratio(summary["mean_completion_tokens"],
                                                    greedy["mean_completion_tokens"])
@@ -155,14 +203,18 @@ def format_table(summaries: list[dict]) -> str:
     def number(value, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
-    header = ("strategy", "accuracy", "correct", "Δacc", "tokens", "×tokens", "wall s", "×wall",
-              "errors")
+    def interval(bounds) -> str:
+        return "-" if bounds is None else f"[{bounds[0]:+.1%}, {bounds[1]:+.1%}]"
+
+    header = ("strategy", "accuracy", "correct", "Δacc", "Δ 95% CI", "greedy's", "tokens", "×tokens",
+              "wall s", "×wall", "errors")
     rows = [header]
     for s in summaries:
         rows.append((
             s["strategy"], f"{s['accuracy']:.1%}", f"{s['correct']}/{s['problems']}",
-            f"{s['accuracy_delta_vs_greedy']:+.1%}", number(s["mean_completion_tokens"], ".1f"),
-            number(s["tokens_ratio_vs_greedy"], ".2f"), f"{s['wall_s']:.1f}",
+            f"{s['accuracy_delta_vs_greedy']:+.1%}", interval(s["accuracy_delta_ci95"]),
+            number(s["answered_as_greedy"], ".0%"), number(s["mean_completion_tokens"], ".1f"),
+            number(s["tokens_ratio_vs_greedy"], ".2f"), number(s["wall_s"], ".1f"),
             number(s["wall_ratio_vs_greedy"], ".2f"), str(s["errors"]),
         ))
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
@@ -246,37 +298,66 @@ def build_parser() -> argparse.ArgumentParser:
                         help="let searches use the server's tree cache (off: every search is paid for)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parser.add_argument("--request-timeout", type=float, default=1800.0, help="seconds per request")
+    parser.add_argument("--arith-verifier", action="store_true",
+                        help="serve bench.arith_verifier on loopback for the strategy@verifier labels "
+                             "(their search.scorer is its URL)")
+    parser.add_argument("--from-records", type=Path, metavar="RECORDS",
+                        help="print the table of a run's records.jsonl (one stopped midway too) and exit")
     parser.add_argument("--out", type=Path, help="results directory; default bench/results/accuracy-TIMESTAMP")
     return parser
 
 
-async def run_benchmark(args: argparse.Namespace, strategies: list[str],
-                        extra_search: dict[str, dict]) -> tuple[str, list[dict], list[Outcome]]:
+async def run_benchmark(args: argparse.Namespace, strategies: list[str], extra_search: dict[str, dict],
+                        records: Path | None = None) -> tuple[str, list[dict], list[Outcome]]:
+    """Every strategy in turn; each one's outcomes are appended to `records` as soon as it is
+    done, so a run stopped midway keeps the strategies it finished."""
     # No retries: a retried request would be timed and counted twice.
     client = AsyncOpenAI(base_url=args.base_url, api_key=args.api_key,
                          timeout=args.request_timeout, max_retries=0)
+    verifier = arith_verifier.serve_in_thread() if args.arith_verifier else None
     async with client:
         model = args.model or (await client.models.list()).data[0].id
         problems = load_problems(args.data, args.limit)
         summaries, outcomes = [], []
         for strategy in [GREEDY, *strategies]:
-            options = request_options(strategy, args, extra_search)
+            options = request_options(strategy, args, extra_search, verifier[1] if verifier else None)
             strategy_outcomes, wall_s = await run_strategy(client, model, problems, strategy,
                                                            options, args)
             summaries.append(summarize(strategy, strategy_outcomes, wall_s))
             outcomes.extend(strategy_outcomes)
+            if records is not None:
+                with records.open("a") as lines:
+                    lines.writelines(json.dumps(asdict(outcome)) + "\n" for outcome in strategy_outcomes)
+    if verifier is not None:
+        verifier[0].shutdown()
     return model, summaries, outcomes
+
+
+def summarize_records(path: Path) -> list[dict]:
+    """The summaries of a run's records.jsonl (one stopped midway, say), in the run's strategy
+    order; wall times are not in the records."""
+    outcomes = [Outcome(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    strategies = list(dict.fromkeys(outcome.strategy for outcome in outcomes))
+    summaries = [summarize(strategy, [o for o in outcomes if o.strategy == strategy], None)
+                 for strategy in strategies]
+    add_ratios(summaries, outcomes)
+    return summaries
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.from_records:
+        print(format_table(summarize_records(args.from_records)))
+        return
     strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
     extra_search = parse_extra_search(args.search_json, strategies)
     out_dir = args.out or Path("bench/results") / time.strftime("accuracy-%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    model, summaries, outcomes = asyncio.run(run_benchmark(args, strategies, extra_search))
-    add_ratios(summaries)
+    records = out_dir / "records.jsonl"
+    records.unlink(missing_ok=True)
+    model, summaries, outcomes = asyncio.run(run_benchmark(args, strategies, extra_search, records))
+    add_ratios(summaries, outcomes)
 
     print(format_table(summaries))
     for summary in summaries:
@@ -286,6 +367,9 @@ def main(argv: list[str] | None = None) -> None:
                 and not summary["search_reports"]:
             print(f"{summary['strategy']}: no response carried a `search` report; "
                   f"is {args.base_url} a deliberate server?")
+        if summary["verifier_failures"]:
+            print(f"{summary['strategy']}: the verifier failed in {summary['verifier_failures']} searches "
+                  "(scored by the fallback)")
         if summary["cache_hits"]:
             print(f"{summary['strategy']}: {summary['cache_hits']} answers came from the tree cache")
 
@@ -294,9 +378,6 @@ def main(argv: list[str] | None = None) -> None:
     config.update(model=model, strategies=strategies)
     (out_dir / "results.json").write_text(json.dumps({"config": config, "summaries": summaries},
                                                      indent=2))
-    with (out_dir / "records.jsonl").open("w") as records:
-        for outcome in outcomes:
-            records.write(json.dumps(asdict(outcome)) + "\n")
     plot_path = out_dir / "accuracy_vs_tokens.png"
     plot_accuracy_vs_tokens(summaries, plot_path,
                             f"{model} on {args.data.name} ({summaries[0]['problems']} problems, n={args.n})")

@@ -15,7 +15,7 @@ class BestOfNParams(PrunableParams):
     # by mean logprob, self-certainty or P(True) all stay at or below greedy, within noise of
     # each other); mean logprob costs nothing beyond the samples, while the recorded
     # self-certainty fans n out into n one-sample requests.
-    scorer: str | None = "mean_logprob"
+    scorer: str | dict | None = "mean_logprob"
 
     def __post_init__(self) -> None:
         super().__post_init__()

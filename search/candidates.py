@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from search.params import CommonParams
+from search.params import CommonParams, greedy_margin
 from search.pruning import PRUNED, PruneSettings, Pruning, confidence_spec
 from search.tree import Growth, Tree
 from search.types import (
@@ -16,7 +16,12 @@ from search.types import (
     SearchResult,
     StopRule,
 )
-from search.voting import AnswerGroup, group_answers, leader, vote_shares
+from search.voting import AnswerGroup, anchor_to_greedy, group_answers, leader, vote_shares
+
+VOTES = "vote share"
+SCORES = "score"
+# Vote shares weighted by the scorer (self-certainty's Borda vote): their margin is the scorer's.
+WEIGHTED_VOTES = "weighted vote share"
 
 
 class CandidatePool:
@@ -35,6 +40,8 @@ class CandidatePool:
         self.pruned: list[Sample] = []  # stopped by a stop rule: counted in the usage, never candidates
         self.tree = Tree()  # a root with a child per candidate, grown as they come
         self.growth = Growth(self.tree)
+        self.params: CommonParams | None = None
+        self.greedy_index: int | None = None  # the greedy sample's candidate, when one was drawn
 
     def call_seed(self) -> int | None:
         """A distinct seed per engine call: one seed for every call would repeat the samples."""
@@ -45,6 +52,7 @@ class CandidatePool:
         """`n` more samples of the prompt, in one engine call (with `should_stop`, one request per
         sample); `confidence` asks for what token confidence reads. Returns the samples kept:
         those the stop rule stopped go to `pruned`."""
+        self.params = params
         scorer = self.ctx.scorer
         spec = SamplingSpec(
             n=n,
@@ -66,6 +74,7 @@ class CandidatePool:
             drawn = await self.ctx.generator.generate_many(
                 [(self.ctx.prompt_ids, greedy), (self.ctx.prompt_ids, replace(spec, n=n - 1))])
             samples = [sample for group in drawn for sample in group]
+            self.greedy_index = 0
         else:
             samples = await self.ctx.generator.generate(self.ctx.prompt_ids, spec, should_stop)
         stopped = [sample for sample in samples if sample.finish_reason == PRUNED]
@@ -172,8 +181,10 @@ class CandidatePool:
         index = top.members[0] if top else 0
         return index, vote_shares(groups, len(self.samples), len(self.samples))
 
-    def result(self, selected: int, votes: list[float], rule: str) -> SearchResult:
-        """The SearchResult choosing candidate `selected` by `rule` (a word for the trace)."""
+    def result(self, selected: int, votes: list[float], rule: str, support: str = VOTES) -> SearchResult:
+        """The SearchResult choosing candidate `selected` by `rule` (a word for the trace), or
+        greedy's candidate when `selected`'s support (its VOTES, SCORES or WEIGHTED_VOTES) does
+        not beat greedy's by the margin."""
         usage = replace(self.ctx.generator.usage)
         truncated = self.truncated or self.ctx.generator.budget_limited
         candidates = [Candidate(sample, answer, self.scores[index] if self.scores is not None else None, votes[index])
@@ -183,10 +194,15 @@ class CandidatePool:
             self.trace.append({"step": "select", "index": -1, "rule": "nothing generated"})
             return SearchResult(self.strategy, empty, -1, [], usage, truncated, self.tree.to_dict(),
                                 self.trace, self.pruning_report())
-        self.trace.append({"step": "select", "index": selected, "rule": rule,
-                           "answer": self.answers[selected]})
-        return SearchResult(self.strategy, candidates[selected], selected, candidates, usage,
-                            truncated, self.tree.to_dict(), self.trace, self.pruning_report())
+        scorer = None if support == VOTES or self.ctx.scorer is None else self.ctx.scorer.name
+        margin, key, source = greedy_margin(self.params or CommonParams(), self.strategy, scorer, support)
+        values = self.scores if support == SCORES and self.scores is not None else votes
+        anchor = anchor_to_greedy(selected, self.greedy_index, self.answers, values,
+                                  self.ctx.answers.equivalent, margin, support, key, source)
+        self.trace.append({"step": "select", "index": anchor.index, "rule": rule,
+                           "answer": self.answers[anchor.index], "greedy": anchor.report()})
+        return SearchResult(self.strategy, candidates[anchor.index], anchor.index, candidates, usage,
+                            truncated, self.tree.to_dict(), self.trace, self.pruning_report(), anchor)
 
     def pruning_report(self) -> dict | None:
         if self.pruning is None:
@@ -218,4 +234,4 @@ def select_best_scored(pool: CandidatePool, prefer_answered: bool = False) -> Se
     if not prefer_answered or not eligible:
         eligible = list(range(len(pool.samples)))
     index = max(eligible, key=lambda i: (pool.scores[i], -i))
-    return pool.result(index, votes, "argmax score")
+    return pool.result(index, votes, "argmax score", SCORES)

@@ -124,4 +124,7 @@ async def run(ctx: SearchContext, params: CriticParams) -> SearchResult:
         best = max((node for node in judged if node.depth == deepest), key=beam_score,
                    default=search.tree.root)
         chosen, rule = await search.finish(best), "best open beam, completed greedily"
-    return search.result(chosen, finished, [math.exp(beam_score(node)) for node in finished], rule)
+    greedy = await search.greedy_answer(lambda node: judge(search, critic, node.path()[1:]))
+    finished = [node for node in search.tree.nodes() if node.terminal and node.score is not None]
+    return search.result(chosen, finished, [math.exp(beam_score(node)) for node in finished], rule, greedy,
+                         "path P(correct)", critic.name)

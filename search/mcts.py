@@ -40,7 +40,7 @@ class MCTSParams(StepParams):
     # answers above wrong ones better than P(True) does; mcts valued by either solved as many
     # problems (bench/RESULTS.md). Not mean_logprob: the prior already is each step's mean
     # logprob, and a value repeating it would turn the search into a likelihood search.
-    scorer: str | None = "self_certainty"
+    scorer: str | dict | None = "self_certainty"
     k: int = bounded(3, 1, 16)
     # AlphaLLM keeps the root much wider than the nodes below it (at least 10 first steps on
     # GSM8K, 2-3 children deeper): the first step decides the most, and with `parallel`
@@ -275,4 +275,7 @@ async def run(ctx: SearchContext, params: MCTSParams, tree: Tree | None = None) 
             best = max(best.children, key=rank_key(params.final))
         chosen = await search.finish(best)
         rule = f"{params.final} path, completed greedily"
-    return search.result(chosen, terminals, [node.score for node in terminals], rule)
+    greedy = await search.greedy_answer(lambda node: evaluate(search, [node], rollout=False))
+    terminals = [node for node in search.tree.nodes() if node.terminal]
+    return search.result(chosen, terminals, [node.score for node in terminals], rule, greedy,
+                         scorer=ctx.scorer.name)

@@ -7,9 +7,15 @@ client wrote it ("search.n"), so the server can answer 400 with `param` set.
 
 from __future__ import annotations
 
+import json
 from dataclasses import Field, dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
 
 from search.types import InvalidSearchParam, shown
+
+# Each strategy's greedy margin as bench/fit_margins.py fitted it on the tune half, with how.
+MARGINS_FILE = Path(__file__).with_name("greedy_margins.json")
 
 ANSWER_FORMATS = ("auto", "number", "boxed", "choice", "text")
 
@@ -100,16 +106,48 @@ class CommonParams:
     # Larger models are usually sampled at 0.6-0.7 (the papers' settings); ask per request.
     temperature: float = bounded(0.3, 0.0, 2.0)
     top_p: float = bounded(1.0, 0.0, 1.0, low_inclusive=False)
-    scorer: str | None = None
+    # A scorer's name, or a verifier to ask over HTTP: {"url": ..., "timeout_s": ...} (the server
+    # checks the object, and which hosts it may call).
+    scorer: str | dict | None = None
     answer_format: str = one_of("auto", ANSWER_FORMATS)
     # AlphaLLM's "first child is greedy": candidate 0 is the greedy answer, so ties (first-seen
     # wins) fall to it; a small model's samples are much worse than its greedy answer.
     include_greedy: bool = True
+    # The final rule (search.voting.anchor_to_greedy): the answer moves away from greedy's only
+    # when the search's choice has more support than greedy's by more than this.
+    greedy_margin: float | None = bounded(
+        None, 0.0, 1e6, doc="How much more support (vote share, score or value) than greedy's answer the "
+                            "search's choice needs to answer instead of greedy; null: the margin fitted for "
+                            "the strategy and scorer (search/greedy_margins.json), 0 where none was fitted.")
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.scorer is not None and (not isinstance(self.scorer, str) or not self.scorer):
-            raise InvalidSearchParam("search.scorer", f"must be a scorer name, got {shown(self.scorer)}")
+        if self.scorer is not None and not (isinstance(self.scorer, str) and self.scorer
+                                            or isinstance(self.scorer, dict)):
+            raise InvalidSearchParam("search.scorer", "must be a scorer name or a verifier object "
+                                                      f"{{\"url\": ...}}, got {shown(self.scorer)}")
+
+
+@lru_cache(maxsize=1)
+def fitted_margins() -> dict:
+    return json.loads(MARGINS_FILE.read_text())
+
+
+def margin_key(strategy: str, scorer: str | None, support: str) -> str:
+    return f"{strategy}/{scorer or '-'}/{support}"
+
+
+def greedy_margin(params: CommonParams, strategy: str, scorer: str | None,
+                  support: str) -> tuple[float, str, str]:
+    """The margin the search's choice must beat greedy's support by, its margin_key, and where
+    the margin comes from."""
+    key = margin_key(strategy, scorer, support)
+    if params.greedy_margin is not None:
+        return params.greedy_margin, key, "search.greedy_margin"
+    fitted = fitted_margins()["margins"].get(key)
+    if fitted is None:
+        return 0.0, key, "not fitted: 0"
+    return fitted["margin"], key, f"fitted by {fitted_margins()['fitted_by']}"
 
 
 @dataclass

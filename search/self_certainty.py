@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from search.candidates import CandidatePool, sample_and_score, select_best_scored
+from search.candidates import WEIGHTED_VOTES, CandidatePool, sample_and_score, select_best_scored
 from search.params import bounded
 from search.pruning import PrunableParams
 from search.types import InvalidSearchParam, SearchContext, SearchResult
@@ -24,7 +24,7 @@ def paper_power(n: int) -> float:
 
 @dataclass
 class SelfCertaintyParams(PrunableParams):
-    scorer: str | None = "self_certainty"
+    scorer: str | dict | None = "self_certainty"
     # The paper samples at 0.6 with top-p 0.9; the dev set's sweep (bench/selection_sweep.py)
     # favours 0.3 and the Borda vote for the embedded model, as for the other votes.
     borda: bool = True
@@ -51,4 +51,4 @@ def borda_vote(pool: CandidatePool, power: float) -> SearchResult:
     votes = vote_shares(groups, len(pool.samples), sum(weights))
     pool.trace.append({"step": "borda", "power": power,
                        "tally": {group.answer: group.weight for group in groups}})
-    return pool.result(top.members[0], votes, f"borda p={power}")
+    return pool.result(top.members[0], votes, f"borda p={power}", WEIGHTED_VOTES)

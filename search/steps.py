@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import replace
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Awaitable, Callable, Sequence
 
-from search.params import StepParams
+from search.params import StepParams, greedy_margin
 from search.tree import Growth, Node, Tree
 from search.types import BudgetExhausted, Candidate, Sample, SamplingSpec, SearchContext, SearchResult
-from search.voting import group_answers, vote_shares
+from search.voting import anchor_to_greedy, group_answers, vote_shares
 
 
 def answer_weights(scores: Sequence[float | None]) -> list[float]:
@@ -59,6 +59,12 @@ class StepSearch:
         # What earlier runs on a stored tree spent: this run's call traces count after it.
         self.earlier = (self.tree.engine_calls, self.tree.spent_tokens)
         self.growth = Growth(self.tree)
+        # parent -> its child by greedy decoding: from the root, the steps of greedy's answer
+        self.greedy_child: dict[Node, Node] = {}
+        node = self.tree.root
+        for index in self.tree.greedy_path:
+            self.greedy_child[node] = node.children[index]
+            node = node.children[index]
 
     def room(self, node: Node) -> int:
         """Tokens the answer may still grow by below `node`: ctx.max_tokens caps the whole path."""
@@ -104,6 +110,9 @@ class StepSearch:
         if greedy_first:
             replies = [replies[i] + replies[i + 1] for i in range(0, len(replies), 2)]
         grown = [self.add_steps(parent, samples, to_end) for parent, samples in zip(parents, replies)]
+        if greedy_first or (temperature == 0.0 and conversations is None):
+            for parent, children in zip(parents, grown):
+                self.greedy_child.setdefault(parent, children[0])  # the greedy sample came first
         kind = "complete" if to_end else "rewrite" if conversations is not None else "expand"
         for parent, children in zip(parents, grown):
             self.trace.append({"step": kind, "node": parent.address(),
@@ -132,6 +141,9 @@ class StepSearch:
             for reply in asyncio.as_completed(tasks):
                 [sample] = await reply
                 child = self.add_step(parent, sample, to_end=False)
+                if greedy_first and tasks[0].done() and not tasks[0].cancelled() \
+                        and tasks[0].exception() is None and tasks[0].result()[0] is sample:
+                    self.greedy_child.setdefault(parent, child)
                 if child not in logits:
                     logits[child] = mean_logprob(sample)
                     set_priors(logits)
@@ -208,6 +220,26 @@ class StepSearch:
             self.stop(exc)
             return node
 
+    async def greedy_answer(self, value: Callable[[Node], Awaitable[None]]) -> Node | None:
+        """Greedy's answer as a path of the tree: its steps from the root as far as the search
+        grew them, completed greedily to the end, and valued by `value` when it has no score.
+        None when include_greedy is off, or the budget affords no completion or no value."""
+        if not self.params.include_greedy:
+            return None
+        node = self.tree.root
+        while node in self.greedy_child:
+            node = self.greedy_child[node]
+        node = await self.finish(node)
+        self.tree.greedy_path = [int(index) for index in node.address().split(".") if index]
+        if not node.terminal:
+            return None
+        if node.score is None:
+            try:
+                await value(node)
+            except BudgetExhausted as exc:
+                self.stop(exc)
+        return node
+
     def round_done(self) -> None:
         self.rounds += 1
         if self.ctx.progress is None:
@@ -229,10 +261,13 @@ class StepSearch:
         self.trace.append({"step": "truncated", "reason": str(reason)})
 
     def result(self, chosen: Node, candidates: list[Node], scores: list[float | None],
-               rule: str) -> SearchResult:
-        """The SearchResult answering with `chosen`'s path; `candidates` are the finished paths
-        and `scores` their scores, which also weigh their answers' vote shares. An unfinished
-        `chosen` joins the candidates and makes the result truncated."""
+               rule: str, greedy: Node | None = None, support: str = "value",
+               scorer: str | None = None) -> SearchResult:
+        """The SearchResult answering with `chosen`'s path, or with `greedy`'s (one of the
+        candidates) when `chosen`'s score (its `support`, by `scorer`) does not beat greedy's by
+        the margin; `candidates` are the finished paths and `scores` their scores, which also
+        weigh their answers' vote shares. An unfinished `chosen` joins the candidates and makes
+        the result truncated."""
         usage = replace(self.ctx.generator.usage)
         if chosen is self.tree.root:
             empty = Candidate(Sample(token_ids=[], text="", logprobs=[]))
@@ -245,14 +280,19 @@ class StepSearch:
         votes = vote_shares(groups, len(candidates), sum(weights))
         made = [Candidate(self.path_sample(node), node.answer, score, share)
                 for node, score, share in zip(candidates, scores, votes)]
-        index = candidates.index(chosen)
+        margin, key, source = greedy_margin(self.params, self.strategy, scorer, support)
+        anchor = anchor_to_greedy(candidates.index(chosen), candidates.index(greedy) if greedy in candidates else None,
+                                  [node.answer for node in candidates], scores, self.ctx.answers.equivalent,
+                                  margin, support, key, source)
+        index, chosen = anchor.index, candidates[anchor.index]
         if self.ctx.generator.budget_limited and not self.truncated:
             # A step the budget cut short shapes the tree as surely as a search stopped early.
             self.stop(BudgetExhausted("the budget cut a step short"))
-        self.trace.append({"step": "select", "node": chosen.address(), "rule": rule, "answer": chosen.answer})
+        self.trace.append({"step": "select", "node": chosen.address(), "rule": rule, "answer": chosen.answer,
+                           "greedy": anchor.report()})
         truncated = self.truncated or made[index].sample.finish_reason != "stop"
         return SearchResult(self.strategy, made[index], index, made, usage, truncated,
-                            self.tree_dict(), self.trace)
+                            self.tree_dict(), self.trace, greedy=anchor)
 
     def tree_dict(self) -> dict:
         """The tree as stored, counting this run's engine calls and tokens into its totals."""

@@ -157,6 +157,8 @@ class Tree:
     # counts its own calls' traces after them.
     engine_calls: int = 0
     spent_tokens: int = 0
+    # Child indices from the root along greedy decoding's path, as far as the tree holds it.
+    greedy_path: list[int] = field(default_factory=list)
 
     def nodes(self) -> Iterator[Node]:
         return self.root.walk()
@@ -172,12 +174,14 @@ class Tree:
             data["engine_calls"] = self.engine_calls
         if self.spent_tokens:
             data["spent_tokens"] = self.spent_tokens
+        if self.greedy_path:
+            data["greedy_path"] = list(self.greedy_path)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Tree:
         return cls(Node.from_dict(data["root"]), data.get("iterations", 0), data.get("engine_calls", 0),
-                   data.get("spent_tokens", 0))
+                   data.get("spent_tokens", 0), list(data.get("greedy_path", [])))
 
 
 class Growth:

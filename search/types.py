@@ -10,7 +10,10 @@ import asyncio
 import contextlib
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from search.voting import GreedyAnchor
 
 
 @dataclass(frozen=True)
@@ -448,3 +451,4 @@ class SearchResult:
     tree: dict | None = None  # serialized tree, for the store and the trace
     trace: list[dict] = field(default_factory=list)
     pruning: dict | None = None  # what confidence pruning stopped and saved (search.pruning.Pruning.report)
+    greedy: "GreedyAnchor | None" = None  # how the answer stands against greedy's

@@ -49,6 +49,8 @@ EFFORT_LEVELS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 def add_deliberate_args(parser) -> None:
     """deliberate's own flags (the one definition, for `deliberate serve` and DELIBERATE_ARGS)."""
+    from scorers.http_verifier import LOOPBACK_HOSTS
+
     group = parser.add_argument_group("deliberate", "The search extension.")
     group.add_argument(
         "--alias", action="append", default=[], metavar="NAME=SPEC",
@@ -92,6 +94,11 @@ def add_deliberate_args(parser) -> None:
     group.add_argument("--max-search-seconds", type=float, metavar="SECONDS",
                        help="The longest a search may run (a request's search.deadline_s may ask for less): then it "
                        "answers with the best it has, marked truncated (default: no limit).")
+    group.add_argument("--verifier-hosts", default=",".join(sorted(LOOPBACK_HOSTS)), metavar="HOSTS",
+                       help="Comma-separated host names a request's HTTP verifier (search.scorer: {\"url\": ...}) "
+                       "may be on; any other is a 400, so clients cannot make the server call into its network. "
+                       "Default: this machine only (" + ", ".join(sorted(LOOPBACK_HOSTS)) + "); an empty value "
+                       "turns HTTP verifiers off.")
     group.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, metavar="BYTES",
                        help=f"Request bodies over this size get 413 (default {DEFAULT_MAX_REQUEST_BYTES}).")
 
@@ -134,6 +141,11 @@ def parse_search_spec(text: str, flag: str) -> dict:
     except InvalidSearchParam as exc:
         raise SystemExit(f"{flag}: {exc.param}: {exc.message}")
     return spec
+
+
+def parse_verifier_hosts(text: str) -> frozenset[str]:
+    """--verifier-hosts as the set of host names (lower case, an IPv6 address without brackets)."""
+    return frozenset(host.strip().strip("[]").lower() for host in text.split(",") if host.strip())
 
 
 def parse_aliases(values: list[str]) -> dict[str, dict]:
@@ -209,6 +221,8 @@ class DeliberateState:
     async def close(self) -> None:
         await self.service.feeds.close()
         await self.service.tree_store.close()
+        if self.service.http is not None:
+            await self.service.http.aclose()
         if self.service.critic is not None:
             self.service.critic.shutdown()
 
@@ -279,7 +293,8 @@ class DeliberatePlugin:
         secret = options.tree_secret.encode() if options.tree_secret else await store.shared_secret()
         service = SearchService(generator, store, critic, options.max_search_tokens, secret,
                                 scoped_trees=options.tree_cache_scope == "key",
-                                max_search_seconds=options.max_search_seconds)
+                                max_search_seconds=options.max_search_seconds,
+                                verifier_hosts=parse_verifier_hosts(options.verifier_hosts))
         searching = SearchingEngineClient(engine_client, service)
         state.deliberate = DeliberateState(service, Admission(limits), root_name, aliases, default_search,
                                            searching_copy(state.openai_serving_chat, searching),

@@ -13,11 +13,26 @@ from typing import Annotated, Any
 from pydantic import WithJsonSchema
 
 from scorers import SCORERS
+from scorers.http_verifier import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, MAX_URL_LENGTH
 from search import STRATEGIES
 from search.params import rules
 from server.search_service import ServingOptions
 
 JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "str": "string"}
+VERIFIER_SCHEMA = {
+    "title": "HTTP verifier",
+    "description": "POST {question, candidates} to url; the reply {\"scores\": [...]} has one number (or one "
+                   "list of step scores) per candidate. A failed verifier falls back to the strategy's own "
+                   "scorer, with a note in the report. The host must be one of the server's --verifier-hosts.",
+    "type": "object",
+    "properties": {
+        "url": {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH},
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S,
+                      "default": DEFAULT_TIMEOUT_S},
+    },
+    "required": ["url"],
+    "additionalProperties": False,
+}
 
 
 def parameter_schema(params_class: type, declared) -> dict[str, Any]:
@@ -44,6 +59,7 @@ def parameter_schema(params_class: type, declared) -> dict[str, Any]:
         schema["description"] = declared.metadata["doc"]
     if declared.name == "scorer":
         schema["anyOf"][0]["enum"] = list(SCORERS)
+        schema["anyOf"].insert(1, VERIFIER_SCHEMA)
     return schema
 
 

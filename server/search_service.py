@@ -16,10 +16,14 @@ from typing import Any, Callable
 from vllm import SamplingParams
 from vllm.exceptions import VLLMValidationError
 
+import httpx
+
 from scorers import SCORERS, MathAnswers, PromptedStepCritic, StructuredAnswers
+from scorers.http_verifier import LOOPBACK_HOSTS, HttpVerifier, check_verifier_spec, httpx_post
 from search import STRATEGIES, parse_params
 from search.params import CommonParams, StepParams, bounded, check_fields, documented
 from search.tree import Tree
+from search.voting import GreedyAnchor
 from search.types import (
     AnswerExtractor, Budget, Candidate, InvalidSearchParam, MeteredGenerator, Sample, Scorer, SearchContext,
     SearchResult, Usage, shown,
@@ -123,6 +127,7 @@ class SearchOutcome:
     cache_hit: bool
     elapsed_s: float
     grown_by: str  # the process that grew the tree (REPLICA, unless a cache hit)
+    verifier: dict | None = None  # an HTTP verifier's calls, seconds and failure (HttpVerifier.report)
 
     def report(self, return_trace: bool) -> dict[str, Any]:
         """The `search` object of the response."""
@@ -136,6 +141,10 @@ class SearchOutcome:
             "served_by": REPLICA, "grown_by": self.grown_by,
             "truncated_reason": truncated_reason(result), "pruning": result.pruning,
         }
+        if result.greedy is not None:
+            report["greedy"] = result.greedy.report()
+        if self.verifier is not None:
+            report["verifier"] = self.verifier
         if return_trace:
             report["trace"] = result.trace
         return {key: value for key, value in report.items() if value is not None}
@@ -146,7 +155,8 @@ class SearchService:
 
     def __init__(self, generator: VLLMGenerator, tree_store: TreeStore, critic: VLLMGenerator | None = None,
                  max_search_tokens: int | None = None, tree_secret: bytes | None = None,
-                 scoped_trees: bool = True, max_search_seconds: float | None = None):
+                 scoped_trees: bool = True, max_search_seconds: float | None = None,
+                 verifier_hosts: frozenset[str] = LOOPBACK_HOSTS):
         self.generator = generator
         self.tree_store = tree_store
         self.critic = critic
@@ -156,6 +166,8 @@ class SearchService:
         self.max_search_seconds = max_search_seconds
         self.running_budgets: set[Budget] = set()
         self.feeds = TreeFeeds(tree_store)
+        self.verifier_hosts = verifier_hosts
+        self.http: httpx.AsyncClient | None = None  # made on the first verifier call, on the serving loop
 
     def scope_for(self, api_key: str | None) -> str:
         """The tree scope of a client: its API key's, or one for all under --tree-cache-scope global."""
@@ -190,6 +202,8 @@ class SearchService:
     def scorer(self, params: CommonParams) -> Scorer | None:
         if params.scorer is None:
             return None
+        if isinstance(params.scorer, dict):
+            return self.verifier(params)
         if params.scorer not in SCORERS:
             raise SearchRequestError(f"search.scorer: unknown scorer {shown(params.scorer)}; known: {', '.join(SCORERS)}",
                                      "search.scorer")
@@ -208,6 +222,21 @@ class SearchService:
                                      "search.scorer")
         return scorer
 
+    def verifier(self, params: CommonParams) -> HttpVerifier:
+        """The HTTP verifier `search.scorer` names, falling back to the strategy's own default
+        scorer (mean logprob for those without one) when it fails."""
+        try:
+            url, timeout_s = check_verifier_spec(params.scorer, self.verifier_hosts)
+        except InvalidSearchParam as exc:
+            raise SearchRequestError(f"{exc.param}: {exc.message}", exc.param) from exc
+        default = next(declared.default for declared in fields(params) if declared.name == "scorer")
+        fallback = self.scorer(dataclasses.replace(params, scorer=default if isinstance(default, str)
+                                                   else "mean_logprob"))
+        if self.http is None:
+            # No proxies from the environment and no redirects: the request goes to the host checked.
+            self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        return HttpVerifier(url, timeout_s, httpx_post(self.http), fallback)
+
     async def run(self, job: SearchJob) -> SearchOutcome:
         """Answer from the stored tree when it already holds this search, else run it (under the
         tree's lock, so replicas sharing Redis don't grow it twice) and store what it grew. A
@@ -218,7 +247,9 @@ class SearchService:
         except asyncio.CancelledError:
             metrics.SEARCHES.labels(job.plan.strategy, "cancelled").inc()
             raise
-        return SearchOutcome(result, tree_id, grown_by is not None, time.monotonic() - started, grown_by or REPLICA)
+        verifier = job.plan.scorer.report() if isinstance(job.plan.scorer, HttpVerifier) and grown_by is None else None
+        return SearchOutcome(result, tree_id, grown_by is not None, time.monotonic() - started, grown_by or REPLICA,
+                             verifier)
 
     async def _serve(self, job: SearchJob) -> tuple[SearchResult, str, str | None]:
         """The result, its tree id, and who grew it when it came from the store (else None)."""
@@ -369,6 +400,7 @@ def stored_entry(result: SearchResult, job: SearchJob, spent_tokens: int) -> dic
         "truncated_reason": truncated_reason(result),
         "truncated": result.truncated, "selected_index": result.selected_index,
         "candidates": len(result.candidates), "usage": asdict(result.usage), "trace": result.trace,
+        "greedy": result.greedy.report() if result.greedy is not None else None,
         "answer": {"text": chosen.sample.text, "token_ids": chosen.sample.token_ids,
                    "finish_reason": chosen.sample.finish_reason, "answer": chosen.answer,
                    "score": chosen.score, "votes": chosen.votes},
@@ -390,5 +422,7 @@ def answer_from_store(entry: dict | None, plan: SearchPlan) -> SearchResult | No
                     finish_reason=answer["finish_reason"])
     chosen = Candidate(sample, answer["answer"], answer["score"], answer["votes"])
     # Nothing was generated for this request; the candidates are in the stored tree.
+    greedy = entry.get("greedy")
     return SearchResult(entry["strategy"], chosen, entry["selected_index"], [chosen] * entry["candidates"],
-                        Usage(), entry["truncated"], entry["tree"], entry["trace"])
+                        Usage(), entry["truncated"], entry["tree"], entry["trace"],
+                        GreedyAnchor(index=entry["selected_index"], **greedy) if greedy else None)

@@ -18,3 +18,59 @@ def test_greedy_is_plain_and_extra_search_parameters_apply_per_strategy():
     assert options(strategy=GREEDY) == {"temperature": 0.0, "max_tokens": 256}
     search = options("--cache", extra={"self_consistency": {"adaptive": True}})["extra_body"]["search"]
     assert search["adaptive"] is True and "cache" not in search
+
+
+def test_the_paired_bootstrap_interval_brackets_the_difference_and_narrows_when_paired():
+    from bench.run import paired_bootstrap
+
+    greedy = [True] * 30 + [False] * 70
+    better = [True] * 30 + [True] * 10 + [False] * 60  # right on everything greedy got, and 10 more
+    low, high = paired_bootstrap(greedy, better)
+    assert 0 < low < 0.10 < high < 0.2
+    assert paired_bootstrap(greedy, better) == (low, high)  # seeded
+    # The same accuracies, unpaired (right on other problems): a much wider interval, across 0.
+    shuffled = [False] * 30 + [True] * 40 + [False] * 30
+    wide_low, wide_high = paired_bootstrap(greedy, shuffled)
+    assert wide_low < 0 < wide_high and wide_high - wide_low > 2 * (high - low)
+    assert paired_bootstrap(greedy, greedy) == (0.0, 0.0)
+
+
+def test_the_bootstrap_needs_the_same_problems_on_both_sides():
+    import pytest
+
+    from bench.run import paired_bootstrap
+
+    with pytest.raises(ValueError):
+        paired_bootstrap([True], [True, False])
+    with pytest.raises(ValueError):
+        paired_bootstrap([], [])
+
+
+def test_the_summaries_carry_the_interval_against_greedy():
+    from bench.run import Outcome, add_ratios, format_table, summarize
+
+    def outcomes(strategy, right):
+        return [Outcome(f"p{i}", strategy, "1", "1" if ok else "2", ok, 10, 0.1) for i, ok in enumerate(right)]
+
+    greedy, search = outcomes(GREEDY, [True, False] * 10), outcomes("self_consistency", [True] * 20)
+    summaries = [summarize(GREEDY, greedy, 1.0), summarize("self_consistency", search, 2.0)]
+    add_ratios(summaries, greedy + search)
+    assert summaries[0]["accuracy_delta_ci95"] == [0.0, 0.0]
+    low, high = summaries[1]["accuracy_delta_ci95"]
+    assert 0 < low <= 0.5 <= high
+    assert "[+" in format_table(summaries)
+
+
+def test_a_stopped_runs_records_still_make_the_table(tmp_path, capsys):
+    import json
+    from dataclasses import asdict
+
+    from bench.run import Outcome, main
+
+    records = tmp_path / "records.jsonl"
+    rows = [Outcome(f"p{i}", strategy, "1", "1" if ok else "2", ok, 10, 0.1)
+            for strategy, right in ((GREEDY, [True, False]), ("mcts", [True, True])) for i, ok in enumerate(right)]
+    records.write_text("".join(json.dumps(asdict(row)) + "\n" for row in rows))
+    main(["--from-records", str(records)])
+    table = capsys.readouterr().out
+    assert "mcts" in table and "100.0%" in table and "+50.0%" in table

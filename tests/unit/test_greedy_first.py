@@ -102,7 +102,9 @@ async def test_self_agreement_shows_the_greedy_solution_first():
     result = await self_agreement.run(ctx, SelfAgreementParams(n=3))
     assert shape(generator) == [(1, 0.0), (2, 0.3), (1, 0.0)]
     assert "Solution 1: " + GREEDY_TEXT in generator.decode(generator.calls[2][0])
-    assert result.selected_index == 1
+    # The model named "2", but it has one vote as greedy's "1" has: the answer stays greedy's.
+    assert result.greedy.proposed_index == 1 and result.greedy.proposed_answer == "2"
+    assert result.selected_index == 0 and result.greedy.answer_is_greedy
 
 
 # (b) and (c): the tie-break falls to the greedy answer, a real majority still wins

@@ -160,8 +160,10 @@ async def test_the_final_rule_decides_the_answer(final, expected):
     result = await mcts.run(ctx, MCTSParams(iterations=32, final=final, include_greedy=False))
     assert result.chosen.sample.text == expected
     assert len(result.candidates) == 4
-    assert result.trace[-1] == {"step": "select", "node": result.trace[-1]["node"], "rule": final,
-                                "answer": result.chosen.answer}
+    select = {key: value for key, value in result.trace[-1].items() if key != "greedy"}
+    assert select == {"step": "select", "node": result.trace[-1]["node"], "rule": final,
+                      "answer": result.chosen.answer}
+    assert result.trace[-1]["greedy"]["reason"] == "no greedy candidate"
 
 
 @pytest.mark.asyncio
@@ -285,12 +287,13 @@ async def test_without_a_finished_path_the_best_path_is_completed_greedily():
 @pytest.mark.asyncio
 async def test_a_stored_tree_continues_where_it_stopped():
     _, ctx = context()
-    first = await mcts.run(ctx, MCTSParams(iterations=2))
+    # Without greedy's answer, whose completion would finish this small tree at once.
+    first = await mcts.run(ctx, MCTSParams(iterations=2, include_greedy=False))
     stored = first.tree
     before = {node.address(): node.text for node in Tree.from_dict(stored).nodes()}
 
     generator, ctx = context()
-    resumed = await mcts.run(ctx, MCTSParams(iterations=8), tree=Tree.from_dict(stored))
+    resumed = await mcts.run(ctx, MCTSParams(iterations=8, include_greedy=False), tree=Tree.from_dict(stored))
     after = {node.address(): node.text for node in Tree.from_dict(resumed.tree).nodes()}
     assert len(after) > len(before)
     assert all(after[address] == text for address, text in before.items())
@@ -299,7 +302,7 @@ async def test_a_stored_tree_continues_where_it_stopped():
     assert generator.calls[0][0] != [1, 2, 3]  # the root was not expanded again
 
     generator, ctx = context()
-    again = await mcts.run(ctx, MCTSParams(iterations=8), tree=Tree.from_dict(resumed.tree))
+    again = await mcts.run(ctx, MCTSParams(iterations=8, include_greedy=False), tree=Tree.from_dict(resumed.tree))
     assert generator.calls == [] and again.tree == resumed.tree
     assert again.chosen.sample.text == resumed.chosen.sample.text
 
