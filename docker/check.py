@@ -42,6 +42,8 @@ def say(message: str) -> None:
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
     done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if args[0] == "logs":  # a container's stderr is its log too
+        return done.stdout + done.stderr
     if check and done.returncode:
         raise RuntimeError(f"docker {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout.strip()
