@@ -71,7 +71,7 @@ def wait_healthy(urls: dict[str, str], containers: list[str], limit_s: float) ->
             raise TimeoutError(f"not healthy within {limit_s:.0f} s: {sorted(set(urls) - set(ready))}")
         for container in containers:
             if docker("inspect", "-f", "{{.State.Running}}", container) != "true":
-                raise RuntimeError(f"{container} exited:\n{docker('logs', '--tail', '40', container, check=False)}")
+                raise RuntimeError(f"{container} exited:\n{docker('logs', '--tail', '150', container, check=False)}")
         for name, url in urls.items():
             if name not in ready and status(f"{url}/health") == 200:
                 ready[name] = round(time.monotonic() - started, 1)
