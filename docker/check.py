@@ -33,6 +33,7 @@ MODEL = "SmolLM2-135M-Instruct"
 QUESTION = [{"role": "user", "content": "What is 2 + 3? End with \"The answer is N.\""}]
 SEARCH = {"strategy": "best_of_n", "n": 2, "scorer": "mean_logprob"}
 TINY = {"max_tokens": 8, "seed": 7}
+API_KEY = "unused"  # the servers check none; it still scopes the trees a client grows
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -82,7 +83,7 @@ def wait_healthy(urls: dict[str, str], containers: list[str], limit_s: float) ->
 
 def client(url: str) -> OpenAI:
     # No client retries: a request that fails must show as failed.
-    return OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
+    return OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0, timeout=300)
 
 
 def chat(url: str, search: dict | None = None):
@@ -159,7 +160,9 @@ def wait_for_series(prometheus: str, limit_s: float) -> dict[str, list[str]]:
 def cross_replica_cache(url_a: str, url_b: str) -> dict:
     grown = chat(url_a, SEARCH).model_extra["search"]
     tree_id = grown["tree_id"]
-    with urllib.request.urlopen(f"{url_b}/v1/search/trees/{tree_id}", timeout=10) as response:
+    # Trees are scoped to the API key that grew them: read it with the client's.
+    read = urllib.request.Request(f"{url_b}/v1/search/trees/{tree_id}", headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(read, timeout=10) as response:
         stored = json.load(response)
     repeated = chat(url_b, SEARCH)
     resumed = chat(url_b, {**SEARCH, "tree_id": tree_id}).model_extra["search"]
