@@ -12,7 +12,7 @@ READY := $(VENV)/.deliberate-installed
 # Engine flags that suit this 2-core CPU machine; override with ENGINE_ARGS=...
 ENGINE_ARGS ?= --max-model-len 2048 --enforce-eager --dtype bfloat16
 
-.PHONY: serve test unit fuzz soak bench overhead peers vllm-suite openapi model clean
+.PHONY: serve test unit fuzz soak bench overhead peers vllm-suite openapi model clean docker-cpu stack
 
 $(READY): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,21 @@ redis:
 .PHONY: chromium
 chromium:
 	command -v chromedriver >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
+
+# Docker (not part of `make test`): docker/build.sh builds on the official base, or on a Debian base
+# made here when that cannot be pulled (it says which); docker/check.py runs the result.
+# Both start engines, so they wait for the engine lock that the test suite's engines also take.
+ENGINE_LOCK ?= /tmp/deliberate-engine.lock
+docker-cpu: $(READY)
+	docker/build.sh cpu
+	flock $(ENGINE_LOCK) timeout 900 $(BIN)/python docker/check.py image $(ARGS)
+
+# Two replicas on one Redis behind nginx, with Prometheus (docker/compose.yaml + compose.cpu.yaml).
+# build.sh services names the Redis, nginx and Prometheus images it found or made.
+stack: $(READY)
+	docker/build.sh cpu
+	set -a && eval "$$(docker/build.sh services)" && DELIBERATE_IMAGE=deliberate:cpu \
+	  flock $(ENGINE_LOCK) timeout 1500 $(BIN)/python docker/check.py stack $(ARGS)
 
 openapi: $(READY)
 	$(BIN)/python -m tests.dump_openapi openapi.yaml

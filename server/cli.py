@@ -12,7 +12,8 @@ import os
 import sys
 
 from server.plugin import (
-    PLUGIN_NAME, RECORDER, add_deliberate_args, parse_aliases, parse_effort_searches, parse_search_spec,
+    PLUGIN_NAME, RECORDER, add_deliberate_args, configure_logging, log_recorder_off, parse_aliases, parse_effort_searches,
+    parse_search_spec, recorder_unreachable,
 )
 
 
@@ -42,6 +43,7 @@ def serve(args) -> None:
     from vllm.entrypoints.cli.serve import ServeSubcommand
     from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
 
+    configure_logging()
     prepare_serve_args(args)
     validate_parsed_serve_args(args)
     ServeSubcommand.cmd(args)
@@ -62,7 +64,10 @@ def prepare_serve_args(args) -> None:
     if args.model == "default":
         args.model = str(prepare_default_model())
         args.served_model_name = args.served_model_name or [DEFAULT_MODEL_NAME]
-    if not args.speculative_config:  # vLLM allows no logits processor under speculative decoding
+    unreachable = recorder_unreachable(args)
+    if unreachable:
+        log_recorder_off(unreachable)
+    elif not args.speculative_config:  # vLLM allows no logits processor under speculative decoding
         args.logits_processors = [*(args.logits_processors or []), RECORDER]
     from vllm.platforms import current_platform
 

@@ -331,11 +331,47 @@ def searching_copy(serving, engine_client):
 
 
 def records_self_certainty(args: argparse.Namespace) -> bool:
-    """Whether the engine runs the self-certainty recorder: it was named in --logits-processors
-    (deliberate serve adds it), and vLLM allows logits processors (not under speculative decoding)."""
+    """Whether the engine runs the self-certainty recorder and this API server can read its
+    records: it was named in --logits-processors (deliberate serve adds it), vLLM allows logits
+    processors (not under speculative decoding), and the sampler shares this machine."""
     processors = [p if isinstance(p, str) else f"{p.__module__}:{p.__qualname__}"
                   for p in (getattr(args, "logits_processors", None) or [])]
-    return RECORDER in processors and not getattr(args, "speculative_config", None)
+    if RECORDER not in processors or getattr(args, "speculative_config", None):
+        return False
+    reason = recorder_unreachable(args)
+    if reason:
+        log_recorder_off(reason)
+    return reason is None
+
+
+def log_recorder_off(reason: str) -> None:
+    log.warning("self-certainty recorder off: %s. Its records reach only an API server on the sampler's machine; "
+                "the self_certainty scorer falls back to its top-k estimate (P(True) in step searches).", reason)
+
+
+def recorder_unreachable(args: argparse.Namespace) -> str | None:
+    """Why the engine's sampler may run on another machine than this API server, which reads the
+    recorder's files from its own shared memory; None when vLLM's layout keeps them together.
+    Checked from the flags alone, so it errs towards "may": a Ray cluster can place any worker."""
+    if getattr(args, "headless", False):
+        return "--headless (these engines serve an API server on another node)"
+    if (getattr(args, "nnodes", 1) or 1) > 1:
+        return f"--nnodes {args.nnodes} (the sampling worker may be on another node)"
+    world = (getattr(args, "tensor_parallel_size", 1) or 1) * (getattr(args, "pipeline_parallel_size", 1) or 1)
+    if getattr(args, "distributed_executor_backend", None) == "ray" and world > 1:
+        return "--distributed-executor-backend ray (Ray may place the sampling worker on another node)"
+    data_parallel = getattr(args, "data_parallel_size", 1) or 1
+    # With an external or hybrid load balancer every API server talks to its own node's engines.
+    per_node_servers = (getattr(args, "data_parallel_external_lb", False) or getattr(args, "data_parallel_hybrid_lb", False)
+                        or getattr(args, "data_parallel_rank", None) is not None
+                        or getattr(args, "data_parallel_start_rank", None) is not None)
+    if data_parallel > 1 and not per_node_servers:
+        if getattr(args, "data_parallel_backend", "mp") == "ray":
+            return "--data-parallel-backend ray (Ray may place engines on other nodes)"
+        local = getattr(args, "data_parallel_size_local", None)
+        if local is not None and local < data_parallel:
+            return f"--data-parallel-size-local {local} of {data_parallel} (the other engines are on other nodes)"
+    return None
 
 
 def critic_engine_args(args: argparse.Namespace, options: argparse.Namespace):

@@ -122,3 +122,47 @@ def test_reasoning_effort_chooses_a_search_from_the_operators_table():
     assert state.effective_search("m-sc", None, "high") == {"strategy": "self_consistency", "n": 4}  # alias first
     assert state.effective_search("m", {"n": 2}, "high") == {"strategy": "best_of_n", "n": 2}
     assert state.effective_search("m", {"strategy": "mcts"}, "medium") == {"strategy": "mcts"}
+
+
+@pytest.mark.parametrize("flags, named", [
+    (("--headless",), "--headless"),
+    (("--nnodes", "2", "--node-rank", "0", "--tensor-parallel-size", "2"), "--nnodes 2"),
+    (("--distributed-executor-backend", "ray", "--pipeline-parallel-size", "2"), "--distributed-executor-backend ray"),
+    (("--data-parallel-size", "4", "--data-parallel-size-local", "2"), "--data-parallel-size-local 2 of 4"),
+    (("--data-parallel-size", "2", "--data-parallel-backend", "ray"), "--data-parallel-backend ray"),
+])
+def test_where_the_sampler_may_be_on_another_machine_the_recorder_is_off(flags, named, monkeypatch, caplog):
+    """The recorder's files lie in the sampler's shared memory: an API server elsewhere would wait
+    for records that never come, so deliberate serve leaves it out and says why."""
+    import logging
+
+    from server import cli
+
+    monkeypatch.setattr("server.default_model.prepare_default_model", lambda: "/models/default")
+    args = serve_args(*flags)
+    with caplog.at_level(logging.WARNING, logger="deliberate"):
+        monkeypatch.setattr("server.plugin.log.propagate", True)
+        cli.prepare_serve_args(args)
+    assert RECORDER not in (args.logits_processors or [])
+    assert f"self-certainty recorder off: {named}" in caplog.text
+    # Named by hand under a plain `vllm serve`, the API server still does not ask for records.
+    args.logits_processors = [RECORDER]
+    assert not records_self_certainty(args)
+
+
+@pytest.mark.parametrize("flags", [
+    (),
+    ("--tensor-parallel-size", "2", "--pipeline-parallel-size", "2"),  # multiprocessing, one node
+    ("--distributed-executor-backend", "ray",),  # one worker: the engine core's own node
+    ("--data-parallel-size", "2",),
+    ("--data-parallel-size", "4", "--data-parallel-size-local", "2", "--data-parallel-start-rank", "2"),  # hybrid
+    ("--data-parallel-size", "2", "--data-parallel-rank", "1"),  # external load balancer
+    ("--api-server-count", "2",),
+])
+def test_where_sampler_and_api_server_share_a_machine_the_recorder_is_on(flags, monkeypatch):
+    from server import cli
+
+    monkeypatch.setattr("server.default_model.prepare_default_model", lambda: "/models/default")
+    args = serve_args(*flags)
+    cli.prepare_serve_args(args)
+    assert RECORDER in args.logits_processors and records_self_certainty(args)
