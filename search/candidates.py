@@ -202,7 +202,7 @@ class CandidatePool:
         self.trace.append({"step": "select", "index": anchor.index, "rule": rule,
                            "answer": self.answers[anchor.index], "greedy": anchor.report()})
         return SearchResult(self.strategy, candidates[anchor.index], anchor.index, candidates, usage,
-                            truncated, self.tree.to_dict(), self.trace, self.pruning_report(), anchor)
+                            truncated, self.tree.to_dict(), self.trace, self.pruning_report(), greedy=anchor)
 
     def pruning_report(self) -> dict | None:
         if self.pruning is None:

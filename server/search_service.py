@@ -425,4 +425,4 @@ def answer_from_store(entry: dict | None, plan: SearchPlan) -> SearchResult | No
     greedy = entry.get("greedy")
     return SearchResult(entry["strategy"], chosen, entry["selected_index"], [chosen] * entry["candidates"],
                         Usage(), entry["truncated"], entry["tree"], entry["trace"],
-                        GreedyAnchor(index=entry["selected_index"], **greedy) if greedy else None)
+                        greedy=GreedyAnchor(index=entry["selected_index"], **greedy) if greedy else None)
