@@ -227,3 +227,22 @@ def terminal(root, answer: str | None, visits: int, score: float):
     """A finished path below `root` answering `answer`, visited `visits` times at value `score`."""
     return root.add_child(text=f"The answer is {answer}.", terminal=True, answer=answer,
                           visits=visits, value_sum=visits * score, score=score)
+
+
+class SecondCallHangs(ScriptedGenerator):
+    """Answers its first call with two "The answer is 7." samples, then hangs until cancelled
+    (a call still running at a deadline); `cancelled` is set when it is."""
+
+    def __init__(self):
+        super().__init__([])
+        self.answered = [sample("The answer is 7."), sample("The answer is 7.")]
+        self.cancelled = asyncio.Event()
+
+    async def generate(self, prompt_ids, spec, should_stop=None):
+        if not self.answered:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        return [self.answered.pop(0) for _ in range(spec.n)]

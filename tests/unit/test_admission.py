@@ -98,17 +98,9 @@ async def test_drain_cuts_a_running_search_which_answers_with_what_it_has():
     from search.self_consistency import SelfConsistencyParams
     from server.plugin import DeliberateState
     from server.search_service import SHUTTING_DOWN, SearchService
-    from tests.unit.scripted import ScriptedGenerator, sample, search_context
+    from tests.unit.scripted import SecondCallHangs, search_context
 
-    answered = [sample("The answer is 7."), sample("The answer is 7.")]
-
-    async def hanging_second_call(prompt_ids, spec):
-        if not answered:
-            await asyncio.sleep(60)
-        return [answered.pop(0) for _ in range(spec.n)]
-
-    generator = ScriptedGenerator([])
-    generator.generate = hanging_second_call
+    generator = SecondCallHangs()
     ctx = search_context(generator)
     service = SearchService(generator=None, tree_store=None)
     admission = Admission(AdmissionLimits(capacity=8, max_running=2, max_queued=2))
@@ -124,7 +116,7 @@ async def test_drain_cuts_a_running_search_which_answers_with_what_it_has():
                 service.running_budgets.discard(ctx.generator.budget)
 
     running = asyncio.create_task(search())
-    while answered:
+    while generator.answered:
         await asyncio.sleep(0.01)
     await deliberate.drain(0)
     assert running.done() and admission.idle.is_set()
