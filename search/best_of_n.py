@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search.candidates import sample_and_score, select_best_scored
-from search.pruning import PrunableParams
+from search.params import PrunableParams
 from search.types import InvalidSearchParam, SearchContext, SearchResult
 
 

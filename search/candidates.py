@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from search.params import CommonParams, greedy_margin
-from search.pruning import PRUNED, PruneSettings, Pruning, confidence_spec
+from search.params import CommonParams, PruneSettings, greedy_margin
+from search.pruning import PRUNED, Pruning, confidence_spec
 from search.tree import Growth, Tree
 from search.types import (
     BudgetExhausted,

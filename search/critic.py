@@ -101,7 +101,8 @@ async def run(ctx: SearchContext, params: CriticParams) -> SearchResult:
     finished: list[Node] = []
     try:
         for _ in range(params.max_steps):
-            steps = [step for group in await search.expand(beams, params.k) for step in group]
+            grown = [step for group in await search.expand(beams, params.k) for step in group]
+            steps = [step for step in grown if not step.pruned]  # confidence pruning: never judged
             await judge(search, critic, steps)
             steps = await revise(search, critic, steps, params)
             search.round_done()

@@ -100,7 +100,7 @@ def select_leaf(tree: Tree, c_puct: float, pending: dict[Node, int], held: set[N
 
     def is_blocked(node: Node) -> bool:
         if node not in blocked:
-            blocked[node] = (node in held or past_finished and node.terminal and node.visits > 0
+            blocked[node] = (node in held or node.pruned or past_finished and node.terminal and node.visits > 0
                              or bool(node.children) and all(map(is_blocked, node.children)))
         return blocked[node]
 
@@ -144,6 +144,8 @@ async def grow_and_value(search: StepSearch, leaf: Node, width: int, rollout: bo
     valuations: list[asyncio.Task] = []
     try:
         async for child in search.grow(leaf, width):
+            if child.pruned:
+                continue  # never grown further, so never valued
             valuations.append(asyncio.ensure_future(evaluate(search, [child], rollout)))
         await asyncio.gather(*valuations)
     finally:
@@ -202,6 +204,8 @@ class Descents:
             # after a revisit a descent looks past finished paths to a leaf that can still grow.
             past_finished = revisited and bool(self.held)
             leaf = select_leaf(tree, self.params.c_puct, self.pending, self.held, past_finished)
+            if leaf is None and not self.held:
+                break  # every leaf left was pruned: nothing can grow
             if leaf is None:  # every leaf it may enter is being grown: wait for one to come back
                 async with self.released:
                     await self.released.wait()
@@ -272,7 +276,8 @@ async def run(ctx: SearchContext, params: MCTSParams, tree: Tree | None = None) 
     else:
         best = search.tree.root
         while best.children:
-            best = max(best.children, key=rank_key(params.final))
+            best = max([child for child in best.children if not child.pruned] or best.children,
+                       key=rank_key(params.final))
         chosen = await search.finish(best)
         rule = f"{params.final} path, completed greedily"
     greedy = await search.greedy_answer(lambda node: evaluate(search, [node], rollout=False))

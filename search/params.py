@@ -128,6 +128,57 @@ class CommonParams:
                                                       f"{{\"url\": ...}}, got {shown(self.scorer)}")
 
 
+@dataclass(frozen=True)
+class PruneSettings:
+    warmup: int = bounded(4, 1, 64, doc=(
+        "Samples generated to their end first (in mcts and critic: the tree's first steps); their confidence "
+        "sets the threshold."))
+    # DeepConf-low, the setting of the paper's largest savings.
+    percentile: float = bounded(90.0, 0.0, 100.0, doc=(
+        "Percentile of the warm-up samples' lowest window confidence that later samples must stay above: "
+        "90 keeps the most confident tenth (DeepConf-low), 10 keeps nine tenths (DeepConf-high)."))
+    # The paper's 2048 tokens is a few percent of its 20k-60k token traces and would never fill
+    # on our 64-512 token answers; 32 tokens (a sentence or two) still averages out the single
+    # uncertain tokens of any answer (its numbers) and can stop a sample after an eighth of 256.
+    window: int = bounded(32, 1, 4096, doc="Tokens in the sliding window whose mean confidence is checked.")
+    consensus: float = bounded(0.95, 0.0, 1.0, low_inclusive=False, doc=(
+        "Stop every running sample once the confidence-weighted vote's leader holds this share (1: never); "
+        "the step searches have no vote to settle and do not use it."))
+
+    def __post_init__(self) -> None:
+        check_fields(self, "prune.")
+
+
+def prune_settings(value) -> PruneSettings | None:
+    """`search.prune` as the client wrote it: true (the defaults), false or null (off), or an object."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return PruneSettings()
+    if isinstance(value, PruneSettings):
+        return value
+    if not isinstance(value, dict):
+        raise InvalidSearchParam("search.prune", f"must be true, false or an object, got {shown(value)}")
+    known = {declared.name for declared in fields(PruneSettings)}
+    for key in value:
+        if key not in known:
+            raise InvalidSearchParam(f"search.prune.{str(key)[:64]}", f"unknown; known: {', '.join(sorted(known))}")
+    return PruneSettings(**value)
+
+
+@dataclass
+class PrunableParams(CommonParams):
+    """The parameters of a strategy that draws independent samples, which it can prune."""
+
+    prune: PruneSettings | None = field(default=None, metadata={
+        "settings": PruneSettings,
+        "doc": "Online confidence pruning (DeepConf): true for the defaults, or an object of its settings."})
+
+    def __post_init__(self) -> None:
+        self.prune = prune_settings(self.prune)
+        super().__post_init__()
+
+
 @lru_cache(maxsize=1)
 def fitted_margins() -> dict:
     return json.loads(MARGINS_FILE.read_text())
@@ -151,7 +202,7 @@ def greedy_margin(params: CommonParams, strategy: str, scorer: str | None,
 
 
 @dataclass
-class StepParams(CommonParams):
+class StepParams(PrunableParams):
     """What the step searches (mcts, critic) add: where one reasoning step ends."""
 
     step_delimiter: str = "\n\n"

@@ -15,65 +15,17 @@ samples still running are stopped as soon as its leader holds `consensus` of the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
-from search.params import CommonParams, bounded, check_fields
-from search.types import InvalidSearchParam, Sample, SamplingSpec, shown
+from search.params import PruneSettings
+from search.types import Sample, SamplingSpec
 from search.voting import group_answers, leader
 
 CONFIDENCE_TOP_K = 20  # DeepConf's k, vLLM's default --max-logprobs
 PRUNED = "pruned"  # the finish_reason of a sample its stop rule ended
-
-
-@dataclass(frozen=True)
-class PruneSettings:
-    warmup: int = bounded(4, 1, 64, doc="Samples generated to their end first; their confidence sets the threshold.")
-    # DeepConf-low, the setting of the paper's largest savings.
-    percentile: float = bounded(90.0, 0.0, 100.0, doc=(
-        "Percentile of the warm-up samples' lowest window confidence that later samples must stay above: "
-        "90 keeps the most confident tenth (DeepConf-low), 10 keeps nine tenths (DeepConf-high)."))
-    # The paper's 2048 tokens is a few percent of its 20k-60k token traces and would never fill
-    # on our 64-512 token answers; 32 tokens (a sentence or two) still averages out the single
-    # uncertain tokens of any answer (its numbers) and can stop a sample after an eighth of 256.
-    window: int = bounded(32, 1, 4096, doc="Tokens in the sliding window whose mean confidence is checked.")
-    consensus: float = bounded(0.95, 0.0, 1.0, low_inclusive=False, doc=(
-        "Stop every running sample once the confidence-weighted vote's leader holds this share (1: never)."))
-
-    def __post_init__(self) -> None:
-        check_fields(self, "prune.")
-
-
-def prune_settings(value) -> PruneSettings | None:
-    """`search.prune` as the client wrote it: true (the defaults), false or null (off), or an object."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return PruneSettings()
-    if isinstance(value, PruneSettings):
-        return value
-    if not isinstance(value, dict):
-        raise InvalidSearchParam("search.prune", f"must be true, false or an object, got {shown(value)}")
-    known = {declared.name for declared in fields(PruneSettings)}
-    for key in value:
-        if key not in known:
-            raise InvalidSearchParam(f"search.prune.{str(key)[:64]}", f"unknown; known: {', '.join(sorted(known))}")
-    return PruneSettings(**value)
-
-
-@dataclass
-class PrunableParams(CommonParams):
-    """The parameters of a strategy that draws independent samples, which it can prune."""
-
-    prune: PruneSettings | None = field(default=None, metadata={
-        "settings": PruneSettings,
-        "doc": "Online confidence pruning (DeepConf): true for the defaults, or an object of its settings."})
-
-    def __post_init__(self) -> None:
-        self.prune = prune_settings(self.prune)
-        super().__post_init__()
 
 
 def confidence_spec(spec: SamplingSpec, records_self_certainty: bool) -> SamplingSpec:
@@ -93,11 +45,26 @@ class ConfidenceTrack:
         if sample.token_self_certainty is not None:
             self.values.extend(sample.token_self_certainty[len(self.values):])
         elif sample.top_logprobs is not None:
-            for position in sample.top_logprobs[len(self.values):]:
-                # vLLM may add the sampled token as a (k+1)-th entry: the top k at most.
-                top = sorted(position.values(), reverse=True)[:CONFIDENCE_TOP_K]
-                self.values.append(-sum(top) / len(top) if top else 0.0)
+            self.values.extend(map(top_k_confidence, sample.top_logprobs[len(self.values):]))
         return self.values
+
+
+def top_k_confidence(position: dict[int, float]) -> float:
+    """DeepConf's C_i of one token from its top-k logprobs."""
+    # vLLM may add the sampled token as a (k+1)-th entry: the top k at most.
+    top = sorted(position.values(), reverse=True)[:CONFIDENCE_TOP_K]
+    return -sum(top) / len(top) if top else 0.0
+
+
+def last_window_mean(sample: Sample, window: int) -> float | None:
+    """The mean confidence of `sample`'s last `window` tokens; None before it has that many."""
+    if sample.token_self_certainty is not None:
+        values = sample.token_self_certainty[-window:]
+    elif sample.top_logprobs is not None:
+        values = [top_k_confidence(position) for position in sample.top_logprobs[-window:]]
+    else:
+        return None
+    return sum(values) / window if len(values) == window else None
 
 
 def lowest_group_confidence(values: list[float], window: int) -> float:
@@ -206,3 +173,52 @@ class Pruning:
             "stopped_tokens": sum(stopped_tokens), "tokens_saved_estimate": self.tokens_saved(stopped_tokens),
             "voters": len(self.votes),
         }
+
+
+@dataclass
+class StepPruning:
+    """The step searches' rule (mcts, critic): the first `warmup` steps grown in the tree set its
+    threshold, the `percentile`-th percentile of their lowest group confidence (a step shorter
+    than a window is judged by its mean). A later step is stopped while it is generated at the
+    first full window below the threshold, and a step that ends below it is kept in the tree as
+    pruned: it is never expanded, valued or judged. The threshold is stored with the tree, so a
+    resumed search keeps it."""
+
+    settings: PruneSettings
+    threshold: float | None = None
+    confidence: str = "self_certainty"
+    warmup_lowest: list[float] = field(default_factory=list)
+    pruned: int = 0
+    cut_mid_step: int = 0
+    stopped_tokens: int = 0
+
+    def keeps(self, step: Sample) -> bool:
+        """Whether a newly generated step may grow; the warm-up's steps always may."""
+        lowest = lowest_group_confidence(ConfidenceTrack().extend(step), self.settings.window)
+        if self.threshold is None:
+            self.confidence = "self_certainty" if step.token_self_certainty is not None else "top_k"
+            self.warmup_lowest.append(lowest)
+            if len(self.warmup_lowest) >= self.settings.warmup:
+                self.threshold = float(np.percentile(self.warmup_lowest, self.settings.percentile))
+            return True
+        if step.finish_reason == PRUNED:
+            self.cut_mid_step += 1
+            self.stopped_tokens += len(step.token_ids)
+        elif lowest >= self.threshold:
+            return True
+        self.pruned += 1
+        return False
+
+    def should_stop(self, index: int, partial: Sample) -> bool:
+        """The stop rule for every step generated once the threshold is set (a StopRule)."""
+        if self.threshold is None or partial.finish_reason is not None:
+            return False
+        mean = last_window_mean(partial, self.settings.window)
+        return mean is not None and mean < self.threshold
+
+    def report(self) -> dict:
+        threshold = None if self.threshold is None or not math.isfinite(self.threshold) else round(self.threshold, 4)
+        return {"confidence": self.confidence, "window": self.settings.window,
+                "percentile": self.settings.percentile, "warmup": len(self.warmup_lowest),
+                "threshold": threshold, "pruned": self.pruned, "cut_mid_step": self.cut_mid_step,
+                "stopped_tokens": self.stopped_tokens}

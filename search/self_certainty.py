@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search.candidates import WEIGHTED_VOTES, CandidatePool, sample_and_score, select_best_scored
-from search.params import bounded
-from search.pruning import PrunableParams
+from search.params import PrunableParams, bounded
 from search.types import InvalidSearchParam, SearchContext, SearchResult
 from search.voting import borda_weights, leader, vote_shares
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search.candidates import CandidatePool
-from search.params import bounded
-from search.pruning import PrunableParams
+from search.params import PrunableParams, bounded
 from search.types import BudgetExhausted, InvalidSearchParam, SearchContext, SearchResult
 from search.voting import is_settled
 

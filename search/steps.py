@@ -14,8 +14,9 @@ from dataclasses import replace
 from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 from search.params import StepParams, greedy_margin
+from search.pruning import StepPruning, confidence_spec
 from search.tree import Growth, Node, Tree
-from search.types import BudgetExhausted, Candidate, Sample, SamplingSpec, SearchContext, SearchResult
+from search.types import BudgetExhausted, Candidate, Sample, SamplingSpec, SearchContext, SearchResult, StopRule
 from search.voting import anchor_to_greedy, group_answers, vote_shares
 
 
@@ -59,6 +60,7 @@ class StepSearch:
         # What earlier runs on a stored tree spent: this run's call traces count after it.
         self.earlier = (self.tree.engine_calls, self.tree.spent_tokens)
         self.growth = Growth(self.tree)
+        self.pruning = None if params.prune is None else StepPruning(params.prune, self.tree.prune_threshold)
         # parent -> its child by greedy decoding: from the root, the steps of greedy's answer
         self.greedy_child: dict[Node, Node] = {}
         node = self.tree.root
@@ -85,6 +87,8 @@ class StepSearch:
                             top_p=self.params.top_p, stop=stop, seed=self.request_seed(),
                             chosen_logprobs=True,  # priors, and the path a scorer may read
                             token_self_certainty=self.asks_self_certainty, answer=True)
+        if self.pruning is not None and not to_end:
+            spec = confidence_spec(spec, self.ctx.generator.records_self_certainty)
         prompt = conversation if conversation is not None else self.ctx.prompt_ids
         return prompt + parent.path_ids(), spec
 
@@ -106,7 +110,7 @@ class StepSearch:
                 requests += [self.request(parent, 1, 0.0), self.request(parent, n - 1, temperature)]
             else:
                 requests.append(self.request(parent, n, temperature, to_end, conversation))
-        replies = await self.ctx.generator.generate_many(requests)
+        replies = await self.ctx.generator.generate_many(requests, None if to_end else self.stop_rule())
         if greedy_first:
             replies = [replies[i] + replies[i + 1] for i in range(0, len(replies), 2)]
         grown = [self.add_steps(parent, samples, to_end) for parent, samples in zip(parents, replies)]
@@ -135,7 +139,7 @@ class StepSearch:
         greedy_first = self.greedy_first(k, temperature)
         requests = [self.request(parent, 1, 0.0 if greedy_first and index == 0 else temperature)
                     for index in range(k)]
-        tasks = self.ctx.generator.start_many(requests)
+        tasks = self.ctx.generator.start_many(requests, self.stop_rule())
         logits: dict[Node, float] = {}
         try:
             for reply in asyncio.as_completed(tasks):
@@ -155,6 +159,10 @@ class StepSearch:
                            "children": [child.address() for child in logits],
                            "terminal": [child.terminal for child in logits]})
 
+    def stop_rule(self) -> StopRule | None:
+        """What stops a step while it is generated: confidence pruning's rule, when asked for."""
+        return None if self.pruning is None else self.pruning.should_stop
+
     def add_steps(self, parent: Node, samples: list[Sample], to_end: bool) -> list[Node]:
         """The distinct children these samples make, with priors: the softmax of each step's
         mean token logprob."""
@@ -168,7 +176,15 @@ class StepSearch:
         """The child `sample` makes: a new one, or the existing child with the same tokens."""
         fields = self.step_fields(parent, sample, to_end)
         child = next((c for c in parent.children if c.token_ids == fields["token_ids"]), None)
-        return child if child is not None else parent.add_child(**fields)
+        return child if child is not None else parent.add_child(**fields, pruned=self.prunes(sample, fields))
+
+    def prunes(self, sample: Sample, step: dict) -> bool:
+        """Whether confidence pruning stops a new unfinished step from growing further."""
+        if self.pruning is None or step["terminal"] or not sample.token_ids:
+            return False
+        pruned = not self.pruning.keeps(sample)
+        self.tree.prune_threshold = self.pruning.threshold
+        return pruned
 
     def step_fields(self, parent: Node, sample: Sample, to_end: bool) -> dict:
         ids, text, logprobs = list(sample.token_ids), sample.text, list(sample.logprobs)
@@ -272,7 +288,8 @@ class StepSearch:
         if chosen is self.tree.root:
             empty = Candidate(Sample(token_ids=[], text="", logprobs=[]))
             self.trace.append({"step": "select", "node": None, "rule": "nothing generated"})
-            return SearchResult(self.strategy, empty, -1, [], usage, True, self.tree_dict(), self.trace)
+            return SearchResult(self.strategy, empty, -1, [], usage, True, self.tree_dict(), self.trace,
+                                self.pruning_report())
         if chosen not in candidates:
             candidates, scores = [*candidates, chosen], [*scores, chosen.score]
         weights = answer_weights(scores)
@@ -292,7 +309,10 @@ class StepSearch:
                            "greedy": anchor.report()})
         truncated = self.truncated or made[index].sample.finish_reason != "stop"
         return SearchResult(self.strategy, made[index], index, made, usage, truncated,
-                            self.tree_dict(), self.trace, greedy=anchor)
+                            self.tree_dict(), self.trace, self.pruning_report(), greedy=anchor)
+
+    def pruning_report(self) -> dict | None:
+        return None if self.pruning is None else self.pruning.report()
 
     def tree_dict(self) -> dict:
         """The tree as stored, counting this run's engine calls and tokens into its totals."""

@@ -28,6 +28,7 @@ class Node:
     terminal: bool = False
     answer: str | None = None
     call: CallTrace | None = None  # the engine call that generated this node's step
+    pruned: bool = False  # its confidence fell below the tree's threshold: never grown further
     children: list[Node] = field(default_factory=list)
     parent: Node | None = field(default=None, repr=False)
 
@@ -118,6 +119,8 @@ class Node:
             data["answer"] = self.answer
         if self.call is not None:
             data["call"] = self.call.to_dict()
+        if self.pruned:
+            data["pruned"] = True
         return data
 
     def view(self) -> dict:
@@ -143,6 +146,7 @@ class Node:
             terminal=data.get("terminal", False),
             answer=data.get("answer"),
             call=CallTrace.from_dict(data["call"]) if "call" in data else None,
+            pruned=data.get("pruned", False),
             parent=parent,
         )
         node.children = [cls.from_dict(child, node) for child in data.get("children", [])]
@@ -159,6 +163,8 @@ class Tree:
     spent_tokens: int = 0
     # Child indices from the root along greedy decoding's path, as far as the tree holds it.
     greedy_path: list[int] = field(default_factory=list)
+    # The confidence a step must keep under search.prune, set by the tree's first steps.
+    prune_threshold: float | None = None
 
     def nodes(self) -> Iterator[Node]:
         return self.root.walk()
@@ -176,12 +182,14 @@ class Tree:
             data["spent_tokens"] = self.spent_tokens
         if self.greedy_path:
             data["greedy_path"] = list(self.greedy_path)
+        if self.prune_threshold is not None:
+            data["prune_threshold"] = self.prune_threshold
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Tree:
         return cls(Node.from_dict(data["root"]), data.get("iterations", 0), data.get("engine_calls", 0),
-                   data.get("spent_tokens", 0), list(data.get("greedy_path", [])))
+                   data.get("spent_tokens", 0), list(data.get("greedy_path", [])), data.get("prune_threshold"))
 
 
 class Growth:

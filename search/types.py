@@ -357,14 +357,14 @@ class MeteredGenerator:
                     await task
 
     async def generate_many(
-        self, requests: Sequence[tuple[Sequence[int], SamplingSpec]]
+        self, requests: Sequence[tuple[Sequence[int], SamplingSpec]], should_stop: StopRule | None = None
     ) -> list[list[Sample]]:
         """Several requests issued together so the engine batches them; all are sent or none.
 
         When the budget cannot afford every request's max_tokens, all are shortened alike
-        rather than the first ones starving the last.
+        rather than the first ones starving the last. `should_stop` is every request's stop rule.
         """
-        tasks = self.start_many(requests)
+        tasks = self.start_many(requests, should_stop)
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:
@@ -373,7 +373,8 @@ class MeteredGenerator:
                 task.cancel()
             raise
 
-    def start_many(self, requests: Sequence[tuple[Sequence[int], SamplingSpec]]) -> list[asyncio.Task]:
+    def start_many(self, requests: Sequence[tuple[Sequence[int], SamplingSpec]],
+                   should_stop: StopRule | None = None) -> list[asyncio.Task]:
         """generate_many's requests, each started as a task of its own (in request order), for a
         caller that takes each reply as it comes; it must cancel the tasks it abandons."""
         self.budget.check()
@@ -386,7 +387,7 @@ class MeteredGenerator:
             requests = [(ids, replace(spec, max_tokens=min(spec.max_tokens, per_sample)))
                         for ids, spec in requests]
             self.budget_limited = True
-        return [asyncio.ensure_future(self.generate(ids, spec)) for ids, spec in requests]
+        return [asyncio.ensure_future(self.generate(ids, spec, should_stop)) for ids, spec in requests]
 
     def chat_prompt_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
         return self.inner.chat_prompt_ids(messages, add_generation_prompt)

@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import MODEL
+from tests.conftest import AUTH, MODEL
 
 PROBLEM = [{"role": "user", "content": "Ann has 7 pens and buys 5 more. How many pens does she have? "
                                        'Think step by step, then end with "The answer is N."'}]
@@ -41,6 +41,32 @@ def test_pruned_self_consistency_reports_its_pruned_samples_and_counts_their_tok
     assert all(16 <= tokens < 96 for tokens in sampled["pruned_tokens"])
     assert pruning["stopped_tokens"] == sum(sampled["pruned_tokens"])
     # Every token the engine generated for this request, the pruned samples' included, is billed.
+    assert response.usage.completion_tokens == after - before
+    assert response.choices[0].message.content
+
+
+def test_pruned_mcts_never_grows_a_pruned_step_and_counts_every_token(server, client):
+    # Threshold at the best of the tree's first two steps: most later steps fall below it.
+    prune = {"warmup": 2, "percentile": 100, "window": 8}
+    before = generated_tokens(server)
+    response = client.chat.completions.create(
+        model=MODEL, messages=PROBLEM, max_tokens=96, seed=5,
+        extra_body={"search": {"strategy": "mcts", "k": 2, "root_k": 4, "iterations": 6, "parallel": 2,
+                               "max_depth": 4, "cache": False, "prune": prune}})
+    after = generated_tokens(server)
+    report = response.model_extra["search"]
+    pruning = report["pruning"]
+
+    assert pruning["confidence"] == "self_certainty" and pruning["warmup"] == 2
+    assert pruning["pruned"] >= 1
+    tree = httpx.get(f"{server}/v1/search/trees/{report['tree_id']}", headers=AUTH).json()["tree"]
+    assert tree["prune_threshold"] == pytest.approx(pruning["threshold"], abs=1e-4)
+    stack, pruned = [tree["root"]], []
+    while stack:
+        node = stack.pop()
+        stack.extend(node.get("children", []))
+        pruned += [node] if node.get("pruned") else []
+    assert len(pruned) == pruning["pruned"] and not any(node.get("children") for node in pruned)
     assert response.usage.completion_tokens == after - before
     assert response.choices[0].message.content
 

@@ -74,3 +74,35 @@ def test_a_stopped_runs_records_still_make_the_table(tmp_path, capsys):
     main(["--from-records", str(records)])
     table = capsys.readouterr().out
     assert "mcts" in table and "100.0%" in table and "+50.0%" in table
+
+
+def test_the_pruning_bench_compares_each_pruned_run_to_its_own_unpruned_one(tmp_path):
+    from bench.pruning import compare_to_unpruned, format_rows, labels_and_settings, plot
+    from bench.run import Outcome, add_ratios, summarize
+
+    labels, extra = labels_and_settings(["self_consistency", "mcts"], ["true"])
+    assert labels == ["self_consistency", "self_consistency@pruned", "mcts", "mcts@pruned"]
+    assert extra["mcts@pruned"] == {"prune": True}
+    assert options(strategy="mcts@pruned", extra=extra)["extra_body"]["search"]["strategy"] == "mcts"
+
+    def run(label: str, right: int, tokens: int, report: dict | None = None) -> list[Outcome]:
+        return [Outcome(f"p{i}", label, "5", "5" if i < right else "7", i < right, tokens, 1.0,
+                        search={"pruning": report} if report else None) for i in range(10)]
+
+    outcomes = (run(GREEDY, 3, 100) + run("self_consistency", 4, 1600) + run("mcts", 3, 1200)
+                + run("self_consistency@pruned", 4, 700, {"pruned": 9, "stopped_at_consensus": 2, "threshold": 1.5})
+                + run("mcts@pruned", 2, 600, {"pruned": 3, "cut_mid_step": 1, "threshold": 2.0}))
+    summaries = [summarize(label, [o for o in outcomes if o.strategy == label], 1.0) for label in [GREEDY, *labels]]
+    add_ratios(summaries, outcomes)
+    compare_to_unpruned(summaries, outcomes)
+    by_label = {s["strategy"]: s for s in summaries}
+
+    assert by_label["self_consistency@pruned"]["tokens_vs_unpruned"] == 700 / 1600
+    assert by_label["self_consistency@pruned"]["delta_vs_unpruned_ci95"] == [0.0, 0.0]  # the same problems right
+    assert by_label["mcts@pruned"]["pruning"] == {"pruned": 30, "cut_mid_step": 10, "threshold": 2.0}
+    low, high = by_label["mcts@pruned"]["delta_vs_unpruned_ci95"]
+    assert low < 0 and high <= 0  # it lost one problem mcts had, and won none
+    table = format_rows(summaries)
+    assert "| self_consistency@pruned | 40.0% (4/10) |" in table and "| 0.44 |" in table
+    plot([("set", summaries)], tmp_path / "plot.png", "title")
+    assert (tmp_path / "plot.png").stat().st_size > 10_000

@@ -7,7 +7,8 @@ import pytest
 from scorers.mean_logprob import MeanLogprobScorer
 from search import best_of_n, parse_params, self_consistency
 from search.best_of_n import BestOfNParams
-from search.pruning import PruneSettings, lowest_group_confidence
+from search.params import PruneSettings
+from search.pruning import lowest_group_confidence
 from search.self_consistency import SelfConsistencyParams
 from search.types import InvalidSearchParam
 from tests.unit.scripted import ScriptedGenerator, sample, search_context
@@ -156,7 +157,7 @@ def test_prune_true_takes_the_defaults_and_off_is_the_default():
     assert parse_params("self_certainty", {}).prune is None
     assert parse_params("self_consistency", {"prune": False}).prune is None
     with pytest.raises(InvalidSearchParam) as caught:
-        parse_params("mcts", {"prune": True})
+        parse_params("self_agreement", {"prune": True})
     assert caught.value.param == "search.prune"
 
 
