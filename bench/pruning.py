@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.run import (
     DEFAULT_DATA, GREEDY, INSTRUCTION, Outcome, add_ratios, correct_by_problem, paired_bootstrap,
-    run_benchmark, strategy_of,
+    run_benchmark, strategy_of, summarize,
 )
 
 WILSON_Z = 1.96
@@ -77,9 +77,9 @@ def compare_to_unpruned(summaries: list[dict], outcomes: list[Outcome]) -> None:
     for summary in summaries:
         summary["interval_95"] = list(wilson(summary["correct"], summary["problems"]))
         label = summary["strategy"]
-        if "@" not in label:
+        unpruned = by_label.get(strategy_of(label))
+        if "@" not in label or unpruned is None:
             continue
-        unpruned = by_label[strategy_of(label)]
         summary["tokens_vs_unpruned"] = summary["mean_completion_tokens"] / unpruned["mean_completion_tokens"]
         mine, theirs = correct_by_problem(outcomes, label), correct_by_problem(outcomes, unpruned["strategy"])
         ids = sorted(mine.keys() & theirs.keys())
@@ -131,8 +131,8 @@ def plot(sets: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
                           color=colour, capsize=3, alpha=0.9, zorder=3, label=summary["strategy"])
         by_label = {s["strategy"]: s for s in summaries}
         for summary in summaries:
-            if "@" in summary["strategy"]:
-                base = by_label[strategy_of(summary["strategy"])]
+            base = by_label.get(strategy_of(summary["strategy"]))
+            if "@" in summary["strategy"] and base is not None:
                 axes.annotate("", (summary["mean_completion_tokens"], summary["accuracy"]),
                               (base["mean_completion_tokens"], base["accuracy"]),
                               arrowprops={"arrowstyle": "->", "color": "grey", "linewidth": 1})
@@ -146,6 +146,26 @@ def plot(sets: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def compared(outcomes: list[Outcome]) -> list[dict]:
+    """Every label's summary, in the run's order, against greedy and its unpruned search."""
+    labels = list(dict.fromkeys(outcome.strategy for outcome in outcomes))
+    summaries = [summarize(label, [o for o in outcomes if o.strategy == label], None) for label in labels]
+    add_ratios(summaries, outcomes)
+    compare_to_unpruned(summaries, outcomes)
+    return summaries
+
+
+def report_records(directory: Path) -> None:
+    sets = []
+    for records in sorted(directory.glob("records-*.jsonl")):
+        outcomes = [Outcome(**json.loads(line)) for line in records.read_text().splitlines() if line.strip()]
+        summaries = compared(outcomes)
+        print(f"\n{records.name}\n{format_rows(summaries)}")
+        sets.append((records.stem.removeprefix("records-"), summaries))
+    plot(sets, directory / "accuracy_vs_tokens.png", "confidence pruning")
+    print(f"plot: {directory / 'accuracy_vs_tokens.png'}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,7 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--request-timeout", type=float, default=1800.0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--from-records", type=Path, metavar="DIR",
+                        help="tables and plot again from a run's records-*.jsonl (one stopped midway too), and exit")
     args = parser.parse_args(argv)
+    if args.from_records:
+        return report_records(args.from_records)
     # What bench.run's request_options and run_benchmark read.
     args.answer_format, args.cache, args.instruction, args.arith_verifier = "number", False, INSTRUCTION, False
     strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]

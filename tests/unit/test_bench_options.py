@@ -106,3 +106,21 @@ def test_the_pruning_bench_compares_each_pruned_run_to_its_own_unpruned_one(tmp_
     assert "| self_consistency@pruned | 40.0% (4/10) |" in table and "| 0.44 |" in table
     plot([("set", summaries)], tmp_path / "plot.png", "title")
     assert (tmp_path / "plot.png").stat().st_size > 10_000
+
+
+def test_the_pruning_bench_reports_a_run_stopped_midway_from_its_records(tmp_path, capsys):
+    import json
+    from dataclasses import asdict
+
+    from bench.pruning import main
+    from bench.run import Outcome
+
+    rows = [Outcome(f"p{i}", label, "5", "5", i < right, tokens, 1.0)
+            for label, right, tokens in [(GREEDY, 2, 100), ("mcts", 3, 1200), ("mcts@pruned", 3, 500)]
+            for i in range(6)]
+    rows.append(Outcome("p0", "self_consistency@pruned", "5", "5", True, 900, 1.0))  # its unpruned run never ran
+    (tmp_path / "records-dev.jsonl").write_text("".join(json.dumps(asdict(row)) + "\n" for row in rows))
+    main(["--from-records", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "| mcts@pruned | 50.0% (3/6) |" in printed and "| 0.42 |" in printed
+    assert (tmp_path / "accuracy_vs_tokens.png").exists()
