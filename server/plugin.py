@@ -41,9 +41,9 @@ PLUGIN_NAME = "deliberate"
 ANSWER_GRACE_S = 3.0
 ARGS_ENV = "DELIBERATE_ARGS"
 RECORDER = "server.self_certainty_recorder:SelfCertaintyRecorder"
-# reasoning_effort -> the search it applies ("none": plain serving). Medium stops sampling as soon
-# as the vote is settled, which spends less than a fixed n=8.
-DEFAULT_EFFORT_SEARCHES = {"low": "none", "medium": "self_consistency,n=8,adaptive=true", "high": "mcts"}
+# reasoning_effort -> the search it applies ("none": plain serving). Medium is self-consistency
+# under confidence pruning, which spent about half the tokens of the same search unpruned.
+DEFAULT_EFFORT_SEARCHES = {"low": "none", "medium": "self_consistency,n=16,prune=true", "high": "mcts"}
 EFFORT_LEVELS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 

@@ -169,6 +169,7 @@ def test_self_certainty_is_the_exact_full_vocabulary_score(client):
 def test_reasoning_effort_applies_the_operators_search(client, http):
     medium = client.chat.completions.create(model=MODEL, messages=PROBLEM, max_tokens=12, reasoning_effort="medium")
     assert medium.model_extra["search"]["strategy"] == "self_consistency"
+    assert medium.model_extra["search"]["pruning"]["window"] == 16  # pruned, at the defaults
     low = client.chat.completions.create(model=MODEL, messages=PROBLEM, max_tokens=4, reasoning_effort="low")
     assert "search" not in (low.model_extra or {})
     card = next(card for card in http.get("/v1/models").json()["data"] if card["id"] == MODEL)
