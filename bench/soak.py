@@ -1,7 +1,8 @@
 """Load and faults against the real server: 64 clients, mixed plain and searched requests, for a
 while per scenario, with Redis healthy, restarted, frozen and slowed mid-run, and a SIGTERM
 under load at the end. Per scenario: requests answered, refused (429), failed (5xx or no
-answer), connections refused (after SIGTERM), latency, searches that ran uncached, the slowest /health, and the server's RSS after
+answer), connections refused (after SIGTERM), latency, searches that ran uncached, the slowest /health,
+tree-lock waits and how many outlasted a lock's lease (a stale lock's bound), and the server's RSS after
 100 and after 1,000 requests.
 
     python -m bench.soak                       # `make soak`; writes bench/results/soak.json
@@ -24,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from bench.overhead import PROJECT_ROOT, ServerProcess, engine_counters, free_port
+from server.tree_store import DEFAULT_LOCK_TIMEOUT_S
 from tests.redis_server import start_redis_server
 
 API_KEY = "soak-key"
@@ -120,6 +122,24 @@ async def fault(scenario: str, redis, server: ServerProcess, duration: float) ->
         os.kill(server.process.pid, signal.SIGTERM)
 
 
+def lock_waits(base: str) -> tuple[float, float]:
+    """Tree-lock waits so far, and those longer than a lock's lease (the bound on a stale lock)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = within = 0.0
+    try:
+        for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
+            for sample in family.samples:
+                if sample.name == "deliberate_tree_lock_wait_seconds_count":
+                    total += sample.value
+                elif sample.name == "deliberate_tree_lock_wait_seconds_bucket" \
+                        and float(sample.labels["le"]) == DEFAULT_LOCK_TIMEOUT_S:
+                    within += sample.value
+    except httpx.HTTPError:
+        return float("nan"), float("nan")
+    return total, total - within
+
+
 def uncached_searches(base: str) -> float:
     try:
         return engine_counters(base, "deliberate_searches_uncached_total")["deliberate_searches_uncached_total"]
@@ -131,6 +151,7 @@ async def run_scenario(scenario: str, args, base: str, redis, server: ServerProc
                        rss: dict) -> dict:
     tally = Tally()
     errors_before = uncached_searches(base)
+    waits_before = lock_waits(base)
     stop_at = time.monotonic() + args.duration
     rng = random.Random(args.seed)
     tasks = [asyncio.create_task(client_loop(base, tally, stop_at, random.Random(rng.random()), sent))
@@ -147,8 +168,12 @@ async def run_scenario(scenario: str, args, base: str, redis, server: ServerProc
 
     tasks.append(asyncio.create_task(watch_rss()))
     await asyncio.gather(*tasks)
-    errors_after = uncached_searches(base) if scenario != "sigterm under load" else float("nan")
+    stopped = scenario == "sigterm under load"
+    errors_after = uncached_searches(base) if not stopped else float("nan")
+    waits_after = lock_waits(base) if not stopped else (float("nan"), float("nan"))
     row = tally.row(scenario, errors_after - errors_before)
+    row["lock_waits"] = waits_after[0] - waits_before[0]
+    row["lock_waits_over_lease"] = waits_after[1] - waits_before[1]
     print(json.dumps(row), flush=True)
     return row
 
@@ -176,13 +201,15 @@ async def soak(args) -> dict:
 
 def table(result: dict) -> str:
     lines = ["| scenario | requests | ok | 429 | 503 | failed | refused | p50 (s) | p95 (s) | max (s) | "
-             "uncached searches | slowest /health (s) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"uncached searches | slowest /health (s) | lock waits (over the {DEFAULT_LOCK_TIMEOUT_S:g} s lease) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         lines.append(f"| {row['scenario']} | {row['requests']} | {row['ok']} | {row['429']} | {row['503']} | "
                      f"{row['failed']} | "
                      f"{row['refused']} | "
                      f"{row['p50_s']} | {row['p95_s']} | {row['max_s']} | {row['uncached_searches']:g} | "
-                     f"{row['health_max_s']} |")
+                     f"{row['health_max_s']} | {row.get('lock_waits', float('nan')):g} "
+                     f"({row.get('lock_waits_over_lease', float('nan')):g}) |")
     rss = result["rss_mib_after"]
     if "100" in rss and "1000" in rss:
         lines.append(f"\nRSS of the server's process tree: {rss['100']} MiB after 100 requests, {rss['1000']} MiB "

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 logger = logging.getLogger("deliberate.tree_store")
 
@@ -74,6 +74,13 @@ TREE_CACHE_ERRORS = Counter(
 )
 TREE_CACHE_SKIPPED = Counter(
     "deliberate_tree_cache_skipped", "Trees not stored because they were over the size cap.", ["store"]
+)
+# A lock left behind must never cost more than its lease (DEFAULT_LOCK_TIMEOUT_S): the buckets
+# around it show whether one did.
+TREE_LOCK_WAIT = Histogram(
+    "deliberate_tree_lock_wait_seconds",
+    "How long a search waited for its tree's lock before holding it or going on unlocked, by store.",
+    ["store"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
 
@@ -276,7 +283,8 @@ class MemoryTreeStore:
         held = False
         try:
             try:
-                held = await asyncio.wait_for(slot[0].acquire(), self.lock_wait_s)
+                with TREE_LOCK_WAIT.labels("memory").time():
+                    held = await asyncio.wait_for(slot[0].acquire(), self.lock_wait_s)
             except asyncio.TimeoutError:
                 logger.info("tree cache: lock on %s still held after %.1f s; going on unlocked",
                             tree_id, self.lock_wait_s)
@@ -546,7 +554,8 @@ class RedisTreeStore:
         lock = self.client.lock(self.key(tree_id) + ":lock", timeout=self.lock_timeout_s, sleep=0.05,
                                 blocking_timeout=self.lock_wait_s, thread_local=False)
         try:
-            held = await lock.acquire()
+            with TREE_LOCK_WAIT.labels("redis").time():
+                held = await lock.acquire()
         except Exception as exc:  # noqa: BLE001
             self._failed("lock", exc)
             held = False

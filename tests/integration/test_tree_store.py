@@ -324,7 +324,12 @@ async def test_redis_lock_of_a_dead_holder_expires(store, raw):
     async def take():
         async with store.lock(tid) as held:
             return held
+    waits = metric("deliberate_tree_lock_wait_seconds_count", store="redis")
+    short = metric("deliberate_tree_lock_wait_seconds_bucket", store="redis", le="0.1")
     assert await asyncio.wait_for(take(), BOUND_S) is True  # lock_wait_s=2 > the 0.5 s lease
+    # The wait is counted, and it lasted until the lease ran out (bench.soak reports how long).
+    assert metric("deliberate_tree_lock_wait_seconds_count", store="redis") == waits + 1
+    assert metric("deliberate_tree_lock_wait_seconds_bucket", store="redis", le="0.1") == short
 
 
 async def test_redis_lock_lease_is_renewed_while_held(redis_url, raw):
