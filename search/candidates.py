@@ -87,6 +87,8 @@ class CandidatePool:
         for sample, answer in zip(samples, answers):
             self.tree.root.add_child(token_ids=list(sample.token_ids), text=sample.text,
                                      terminal=sample.finish_reason != "length", answer=answer, call=sample.call)
+        for sample in stopped:  # drawn in the tree (the viewer greys them), never candidates
+            self.tree.root.add_child(token_ids=list(sample.token_ids), text=sample.text, call=sample.call, pruned=True)
         step = {
             "step": "sample",
             "first_index": first,
@@ -142,7 +144,7 @@ class CandidatePool:
         calls_before = self.ctx.generator.usage.engine_calls
         scores = await self.ctx.scorer.score(self.ctx.scoring_context(), self.samples)
         self.scores = [float(score) for score in scores]
-        for child, score in zip(self.tree.root.children, self.scores):
+        for child, score in zip([child for child in self.tree.root.children if not child.pruned], self.scores):
             child.score = score
         self.trace.append({"step": "score", "scorer": self.ctx.scorer.name, "scores": self.scores})
         if self.ctx.generator.usage.engine_calls > calls_before:

@@ -52,13 +52,13 @@ def test_pruned_mcts_never_grows_a_pruned_step_and_counts_every_token(server, cl
     response = client.chat.completions.create(
         model=MODEL, messages=PROBLEM, max_tokens=96, seed=5,
         extra_body={"search": {"strategy": "mcts", "k": 2, "root_k": 4, "iterations": 6, "parallel": 2,
-                               "max_depth": 4, "cache": False, "prune": prune}})
+                               "max_depth": 4, "prune": prune}})  # cached: the tree is read back below
     after = generated_tokens(server)
     report = response.model_extra["search"]
     pruning = report["pruning"]
 
     assert pruning["confidence"] == "self_certainty" and pruning["warmup"] == 2
-    assert pruning["pruned"] >= 1
+    assert pruning["pruned"] >= 1 and report["cache_hit"] is False
     tree = httpx.get(f"{server}/v1/search/trees/{report['tree_id']}", headers=AUTH).json()["tree"]
     assert tree["prune_threshold"] == pytest.approx(pruning["threshold"], abs=1e-4)
     stack, pruned = [tree["root"]], []
