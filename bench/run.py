@@ -104,14 +104,18 @@ async def answer_one(client, model: str, problem: dict, strategy: str, options: 
 
 
 async def run_strategy(client, model: str, problems: list[dict], strategy: str, options: dict,
-                       args: argparse.Namespace) -> tuple[list[Outcome], float]:
-    """All problems under one strategy, at most --concurrency in flight so the engine batches."""
+                       args: argparse.Namespace, records: Path | None = None) -> tuple[list[Outcome], float]:
+    """All problems under one strategy, at most --concurrency in flight so the engine batches;
+    each outcome is appended to `records` as soon as it is in, so a stopped run keeps it."""
     slots = asyncio.Semaphore(args.concurrency)
     progress = tqdm(total=len(problems), desc=f"{strategy:>18}", unit="q", file=sys.stderr)
 
     async def bounded(problem: dict) -> Outcome:
         async with slots:
             outcome = await answer_one(client, model, problem, strategy, options, args)
+        if records is not None:
+            with records.open("a") as lines:
+                lines.write(json.dumps(asdict(outcome)) + "\n")
         progress.update()
         return outcome
 
@@ -304,13 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--from-records", type=Path, metavar="RECORDS",
                         help="print the table of a run's records.jsonl (one stopped midway too) and exit")
     parser.add_argument("--out", type=Path, help="results directory; default bench/results/accuracy-TIMESTAMP")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out: ask only what its records.jsonl lacks (same flags needed)")
     return parser
 
 
 async def run_benchmark(args: argparse.Namespace, strategies: list[str], extra_search: dict[str, dict],
                         records: Path | None = None) -> tuple[str, list[dict], list[Outcome]]:
-    """Every strategy in turn; each one's outcomes are appended to `records` as soon as it is
-    done, so a run stopped midway keeps the strategies it finished."""
+    """Every strategy in turn, each outcome appended to `records` as it comes; with --resume the
+    problems `records` already holds for a strategy are not asked again, and what is returned
+    covers only what this call ran."""
     # No retries: a retried request would be timed and counted twice.
     client = AsyncOpenAI(base_url=args.base_url, api_key=args.api_key,
                          timeout=args.request_timeout, max_retries=0)
@@ -318,25 +325,73 @@ async def run_benchmark(args: argparse.Namespace, strategies: list[str], extra_s
     async with client:
         model = args.model or (await client.models.list()).data[0].id
         problems = load_problems(args.data, args.limit)
+        done = recorded_problems(records) if getattr(args, "resume", False) and records else {}
         summaries, outcomes = [], []
         for strategy in [GREEDY, *strategies]:
+            left = [problem for problem in problems if problem["id"] not in done.get(strategy, set())]
+            if not left:
+                continue
             options = request_options(strategy, args, extra_search, verifier[1] if verifier else None)
-            strategy_outcomes, wall_s = await run_strategy(client, model, problems, strategy,
-                                                           options, args)
+            strategy_outcomes, wall_s = await run_strategy(client, model, left, strategy, options, args, records)
             summaries.append(summarize(strategy, strategy_outcomes, wall_s))
             outcomes.extend(strategy_outcomes)
-            if records is not None:
-                with records.open("a") as lines:
-                    lines.writelines(json.dumps(asdict(outcome)) + "\n" for outcome in strategy_outcomes)
     if verifier is not None:
         verifier[0].shutdown()
     return model, summaries, outcomes
 
 
+def recorded_problems(records: Path) -> dict[str, set[str]]:
+    """The problem ids a records.jsonl holds an answer for, by strategy label (failed ones not)."""
+    done: dict[str, set[str]] = {}
+    if records.exists():
+        for line in records.read_text().splitlines():
+            if line.strip():
+                outcome = json.loads(line)
+                if not outcome.get("error"):
+                    done.setdefault(outcome["strategy"], set()).add(outcome["id"])
+    return done
+
+
+# What a resumed run must share with the run it continues, or its records would not compare.
+RUN_SHAPING = ("data", "limit", "strategies", "n", "temperature", "max_tokens", "instruction", "answer_format",
+               "search_json", "cache", "arith_verifier")
+
+
+def check_resumable(out_dir: Path, config: dict) -> None:
+    """Refuses a --resume whose settings differ from the run it continues; says when the code
+    (this checkout's commit) differs, which the figures should then mention."""
+    started = out_dir / "run.json"
+    if not started.exists():
+        return
+    before = json.loads(started.read_text())
+    changed = [key for key in RUN_SHAPING if before.get(key) != config.get(key)]
+    if changed:
+        raise SystemExit(f"--resume: {out_dir} was run with other {', '.join(changed)}; "
+                         "use the same flags or another --out")
+    if before.get("commit") != config.get("commit"):
+        print(f"--resume: {out_dir} was started at commit {before.get('commit')}, this is {config.get('commit')}",
+              file=sys.stderr)
+
+
+def checkout_commit() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def summarize_records(path: Path) -> list[dict]:
     """The summaries of a run's records.jsonl (one stopped midway, say), in the run's strategy
     order; wall times are not in the records."""
-    outcomes = [Outcome(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    latest = {}  # a problem asked again on --resume (it had failed) counts once, as last answered
+    for line in path.read_text().splitlines():
+        if line.strip():
+            outcome = Outcome(**json.loads(line))
+            latest[(outcome.strategy, outcome.id)] = outcome
+    outcomes = list(latest.values())
     strategies = list(dict.fromkeys(outcome.strategy for outcome in outcomes))
     summaries = [summarize(strategy, [o for o in outcomes if o.strategy == strategy], None)
                  for strategy in strategies]
@@ -355,9 +410,21 @@ def main(argv: list[str] | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     records = out_dir / "records.jsonl"
-    records.unlink(missing_ok=True)
+    config = {key: str(value) if isinstance(value, Path) else value
+              for key, value in vars(args).items()}
+    config.update(strategies=strategies, commit=checkout_commit())
+    if args.resume:
+        if args.out is None:
+            raise SystemExit("--resume needs the --out of the run it continues")
+        check_resumable(out_dir, config)
+    else:
+        records.unlink(missing_ok=True)
+        (out_dir / "run.json").write_text(json.dumps(config, indent=2))
     model, summaries, outcomes = asyncio.run(run_benchmark(args, strategies, extra_search, records))
-    add_ratios(summaries, outcomes)
+    if args.resume:  # the table covers every answer on record; wall times only this part's
+        summaries = summarize_records(records)
+    else:
+        add_ratios(summaries, outcomes)
 
     print(format_table(summaries))
     for summary in summaries:
@@ -373,9 +440,7 @@ def main(argv: list[str] | None = None) -> None:
         if summary["cache_hits"]:
             print(f"{summary['strategy']}: {summary['cache_hits']} answers came from the tree cache")
 
-    config = {key: str(value) if isinstance(value, Path) else value
-              for key, value in vars(args).items()}
-    config.update(model=model, strategies=strategies)
+    config.update(model=model)
     (out_dir / "results.json").write_text(json.dumps({"config": config, "summaries": summaries},
                                                      indent=2))
     plot_path = out_dir / "accuracy_vs_tokens.png"

@@ -124,3 +124,29 @@ def test_the_pruning_bench_reports_a_run_stopped_midway_from_its_records(tmp_pat
     printed = capsys.readouterr().out
     assert "| mcts@pruned | 50.0% (3/6) |" in printed and "| 0.42 |" in printed
     assert (tmp_path / "accuracy_vs_tokens.png").exists()
+
+
+def test_a_resumed_run_asks_only_what_its_records_lack_and_must_match_the_run_it_continues(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    import pytest
+
+    from bench.run import Outcome, check_resumable, recorded_problems, summarize_records
+
+    records = tmp_path / "records.jsonl"
+    rows = [Outcome("p1", GREEDY, "5", "5", True, 10, 1.0), Outcome("p2", GREEDY, "5", None, False, None, 1.0,
+                                                                       error="APITimeoutError"),
+            Outcome("p1", "mcts", "5", "7", False, 90, 2.0)]
+    records.write_text("".join(json.dumps(asdict(row)) + "\n" for row in rows))
+    assert recorded_problems(records) == {GREEDY: {"p1"}, "mcts": {"p1"}}  # the failed one is asked again
+    with records.open("a") as lines:
+        lines.write(json.dumps(asdict(Outcome("p2", GREEDY, "5", "5", True, 12, 1.0))) + "\n")
+    greedy = next(s for s in summarize_records(records) if s["strategy"] == GREEDY)
+    assert (greedy["problems"], greedy["correct"], greedy["errors"]) == (2, 2, 0)  # the retry replaced the failure
+
+    config = {"data": "d.jsonl", "n": 8, "strategies": ["mcts"], "commit": "abc"}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    check_resumable(tmp_path, {**config, "commit": "def"})  # other code: said, not refused
+    with pytest.raises(SystemExit, match="n"):
+        check_resumable(tmp_path, {**config, "n": 16})
