@@ -113,6 +113,7 @@ def plot(sets: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     figure, panels = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.6), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -124,6 +125,7 @@ def plot(sets: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
             if summary["strategy"] == GREEDY:
                 axes.errorbar(x, y, yerr=[[y - low], [high - y]], fmt="*", markersize=14, color="black",
                               capsize=3, zorder=3, label="greedy")
+                axes.axhline(y, color="black", linestyle=":", linewidth=1)
                 continue
             colour = colours[strategies.index(strategy_of(summary["strategy"])) % len(colours)]
             pruned = "@" in summary["strategy"]
@@ -137,6 +139,9 @@ def plot(sets: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
                               (base["mean_completion_tokens"], base["accuracy"]),
                               arrowprops={"arrowstyle": "->", "color": "grey", "linewidth": 1})
         axes.set_xscale("log")
+        axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        axes.xaxis.set_major_formatter(ScalarFormatter())
+        axes.xaxis.set_minor_formatter(NullFormatter())
         axes.set_xlabel("generated tokens per problem (usage.completion_tokens), log scale")
         axes.set_ylabel("accuracy (95% Wilson interval)")
         axes.set_title(f"{name} ({summaries[0]['problems']} problems)", fontsize=10)
