@@ -83,11 +83,11 @@ async def revise(search: StepSearch, critic: StepCritic, steps: list[Node],
                          for i, critique in zip(weak, critiques)]
         revisions = await search.propose([kept[i].parent for i in weak], 1, params.temperature,
                                          conversations=conversations)
-        await judge(search, critic, [revision for [revision] in revisions])
+        await judge(search, critic, [revision for [revision] in revisions if not revision.pruned])
         for i, critique, [revision] in zip(weak, critiques, revisions):
             search.trace.append({"step": "revise", "node": kept[i].address(), "critique": critique,
                                  "revision": revision.address(), "score": revision.score})
-            if revision.score > kept[i].score:
+            if not revision.pruned and revision.score > kept[i].score:
                 kept[i] = revision
     return list(dict.fromkeys(kept))  # a revision may repeat a sibling
 

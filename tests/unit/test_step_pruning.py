@@ -132,3 +132,22 @@ def test_the_step_searches_take_prune_and_self_agreement_does_not():
     assert parse_params("mcts", {"prune": True}).prune == PruneSettings()
     assert parse_params("critic", {"prune": {"window": 8}}).prune.window == 8
     assert parse_params("mcts", {}).prune is None
+
+
+@pytest.mark.asyncio
+async def test_critic_keeps_the_step_it_had_when_its_revision_is_pruned():
+    # A's step is rejected; its revision is unconfident (1.0 < the threshold 3.0): pruned, not taken.
+    table = {"": ["Step A.\n\n", "Step B.\n\n"], "Step A.\n\n": ["The answer is 5."],
+             "Step B.\n\n": ["The answer is 7."], "correcting that step.\n<assistant>": ["Step D.\n\n"]}
+    generator = engine(table)
+    judge = ScriptedCritic({"Step A.": 0.2})
+    ctx = search_context(generator, critic=judge)
+    params = CriticParams(k=2, beam_width=2, max_steps=2, max_revisions=1, include_greedy=False,
+                          prune={"warmup": 2, "percentile": 50.0})
+    result = await critic.run(ctx, params)
+
+    judged = [step.step for batch in judge.judged for step in batch]
+    [revised] = [step for step in result.trace if step["step"] == "revise"]
+    assert revised["score"] is None and "Step D.\n\n" not in judged
+    assert result.pruning["pruned"] == 1
+    assert "Step A.\n\n" in result.chosen.sample.text or "Step B.\n\n" in result.chosen.sample.text
