@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bench.run import (
-    DEFAULT_DATA, GREEDY, INSTRUCTION, Outcome, add_ratios, correct_by_problem, paired_bootstrap,
+    DEFAULT_DATA, GREEDY, INSTRUCTION, Outcome, add_ratios, correct_by_problem, log_token_axis, paired_bootstrap,
     run_benchmark, strategy_of, summarize,
 )
 
@@ -113,7 +113,6 @@ def plot(sets: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     figure, panels = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.6), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -138,10 +137,7 @@ def plot(sets: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
                 axes.annotate("", (summary["mean_completion_tokens"], summary["accuracy"]),
                               (base["mean_completion_tokens"], base["accuracy"]),
                               arrowprops={"arrowstyle": "->", "color": "grey", "linewidth": 1})
-        axes.set_xscale("log")
-        axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-        axes.xaxis.set_major_formatter(ScalarFormatter())
-        axes.xaxis.set_minor_formatter(NullFormatter())
+        log_token_axis(axes)
         axes.set_xlabel("generated tokens per problem (usage.completion_tokens), log scale")
         axes.set_ylabel("accuracy (95% Wilson interval)")
         axes.set_title(f"{name} ({summaries[0]['problems']} problems)", fontsize=10)

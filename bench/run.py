@@ -228,13 +228,21 @@ def format_table(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def log_token_axis(axes) -> None:
+    """A log x axis of token counts with plain tick labels (100, 200, 500, ...)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_accuracy_vs_tokens(summaries: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     plotted = [s for s in summaries if s["mean_completion_tokens"]]
@@ -249,10 +257,7 @@ def plot_accuracy_vs_tokens(summaries: list[dict], path: Path, title: str) -> No
     token_counts = [s["mean_completion_tokens"] for s in plotted]
     # Searches cost N times greedy or more: a log axis keeps greedy from being squashed.
     if token_counts and max(token_counts) > 4 * min(token_counts):
-        axes.set_xscale("log")
-        axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-        axes.xaxis.set_major_formatter(ScalarFormatter())
-        axes.xaxis.set_minor_formatter(NullFormatter())
+        log_token_axis(axes)
     axes.set_xlabel("mean generated tokens per problem (usage.completion_tokens)")
     axes.set_ylabel("accuracy")
     axes.set_ylim(0, min(1.0, max(s["accuracy"] for s in summaries) * 1.25 + 0.05))
