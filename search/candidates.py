@@ -109,7 +109,8 @@ class CandidatePool:
         answers = self.ctx.answers
         self.pruning = pruning = Pruning(settings, answers.extract, answers.equivalent, self.ctx.max_tokens)
         warmup = min(settings.warmup, n)
-        pruning.warm_up(await self.draw(warmup, params, confidence=True))
+        warmup_samples = await self.draw(warmup, params, confidence=True)
+        pruning.warm_up(warmup_samples, None if self.greedy_index is None else self.samples[self.greedy_index])
         rest = n - warmup
         if rest and pruning.settled:
             pruning.not_drawn = rest

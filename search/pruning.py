@@ -8,8 +8,10 @@ than one window). The first `warmup` samples run to their end; the `percentile`-
 their lowest group confidences is the threshold (90: only the most confident tenth would pass,
 DeepConf-low; 10: nine tenths, DeepConf-high). Every later sample is stopped, its engine request
 aborted, at the first full window whose mean falls below it. The vote counts only finished
-samples whose lowest group confidence reaches the threshold, each weighted by it, and the
-samples still running are stopped as soon as its leader holds `consensus` of the weight.
+samples whose lowest group confidence reaches the threshold, each weighted by it, and greedy's
+sample at its own confidence wherever it falls (under percentile 90 most of the warm-up is below
+the threshold it sets, and the final rule must be able to keep greedy's answer); the samples
+still running are stopped as soon as the vote's leader holds `consensus` of the weight.
 """
 
 from __future__ import annotations
@@ -98,13 +100,15 @@ class Pruning:
     stopped: dict[int, str] = field(default_factory=dict)  # call index -> "confidence" | "consensus"
     not_drawn: int = 0
     tracks: dict[int, ConfidenceTrack] = field(default_factory=dict)
+    greedy: Sample | None = None  # votes whatever its confidence
     settled: bool = False  # the vote's leader holds `consensus` of its weight
 
     def lowest(self, sample: Sample) -> float:
         track = ConfidenceTrack()
         return lowest_group_confidence(track.extend(sample), self.settings.window)
 
-    def warm_up(self, samples: list[Sample]) -> None:
+    def warm_up(self, samples: list[Sample], greedy: Sample | None = None) -> None:
+        self.greedy = greedy
         self.confidence = "self_certainty" if samples and samples[0].token_self_certainty is not None else "top_k"
         self.warmup_lowest = [self.lowest(sample) for sample in samples]
         self.threshold = float(np.percentile(self.warmup_lowest, self.settings.percentile))
@@ -114,14 +118,15 @@ class Pruning:
     def finished(self, sample: Sample, lowest: float) -> None:
         self.finished_lengths.append(len(sample.token_ids))
         answer = self.extract(sample.text)
-        if answer is not None and lowest >= self.threshold:
+        if answer is not None and (lowest >= self.threshold or sample is self.greedy):
             self.votes.append((answer, lowest))
             self.settled = self.vote_is_settled()
 
     def weight(self, sample: Sample) -> float:
-        """A kept sample's vote weight: its lowest group confidence, 0 below the threshold."""
+        """A kept sample's vote weight: its lowest group confidence, 0 below the threshold
+        (greedy's sample excepted)."""
         lowest = self.lowest(sample)
-        return lowest if self.threshold is None or lowest >= self.threshold else 0.0
+        return lowest if self.threshold is None or lowest >= self.threshold or sample is self.greedy else 0.0
 
     def vote_is_settled(self) -> bool:
         """The leader holds `consensus` of the weight of at least two votes (one vote always holds

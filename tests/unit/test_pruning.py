@@ -165,3 +165,16 @@ def test_prune_and_adaptive_are_one_or_the_other():
     with pytest.raises(InvalidSearchParam) as caught:
         parse_params("self_consistency", {"prune": True, "adaptive": True})
     assert caught.value.param == "search.adaptive"
+
+
+@pytest.mark.asyncio
+async def test_greedys_sample_votes_even_below_the_threshold_its_warmup_set():
+    # Percentile 100: the threshold is the warm-up's best, 4.0; greedy's 2.0 would get no vote.
+    generator = engine([recorded(ANSWER_5, 2.0), recorded(ANSWER_7, 4.0)])
+    settings = {"warmup": 2, "percentile": 100.0, "window": 3, "consensus": 1.0}
+    result = await self_consistency.run(search_context(generator),
+                                        SelfConsistencyParams(n=2, prune=settings, greedy_margin=0.0))
+
+    assert result.pruning["threshold"] == 4.0 and result.pruning["voters"] == 2
+    assert result.candidates[0].votes == pytest.approx(2.0 / 6.0)  # greedy's "5"
+    assert result.chosen.answer == "7"  # more confident, by more than the margin
