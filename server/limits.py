@@ -3,7 +3,9 @@
 - over `--max-request-bytes`: 413, so a huge body never reaches JSON parsing or the tokenizer
   on the event loop;
 - JSON holding a lone UTF-16 surrogate (`"\\ud800"`): 400 naming where it is. Python decodes
-  it into a string no tokenizer can encode, which fails deep in the engine as a 500.
+  it into a string no tokenizer can encode, which fails deep in the engine as a 500;
+- `structured_outputs` that is not an object: 400 (vLLM 0.32's request model calls `.get` on it
+  while validating, a 500).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from search.types import QUOTE_LIMIT
 DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
 # Any \\uD800-\\uDFFF escape; only bodies with one are parsed to see whether it is paired.
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+STRUCTURED_OUTPUTS = b'"structured_outputs"'
 
 
 class RequestBodyGuard:
@@ -50,6 +53,10 @@ class RequestBodyGuard:
             return await self.refuse(send, 400, "BadRequestError", where, (
                 f"{where} holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not "
                 "text any tokenizer can encode; send valid Unicode (pair it, or drop it)."))
+        if not structured_outputs_is_an_object(body):
+            return await self.refuse(send, 400, "BadRequestError", "structured_outputs", (
+                "structured_outputs must be an object such as {\"json\": SCHEMA}, {\"regex\": ...} or "
+                "{\"choice\": [...]}, or null."))
         return await self.app(scope, replay([{"type": "http.request", "body": body, "more_body": False}], receive),
                               send)
 
@@ -64,6 +71,18 @@ class RequestBodyGuard:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def structured_outputs_is_an_object(body: bytes) -> bool:
+    """False when a JSON object body has a `structured_outputs` that is neither null nor an object."""
+    if STRUCTURED_OUTPUTS not in body:
+        return True
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return True  # not JSON: the route answers that
+    value = document.get("structured_outputs") if isinstance(document, dict) else None
+    return value is None or isinstance(value, dict)
 
 
 def lone_surrogate_path(body: bytes) -> str | None:

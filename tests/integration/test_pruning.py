@@ -66,7 +66,10 @@ def test_pruned_mcts_never_grows_a_pruned_step_and_counts_every_token(server, cl
         node = stack.pop()
         stack.extend(node.get("children", []))
         pruned += [node] if node.get("pruned") else []
-    assert len(pruned) == pruning["pruned"] and not any(node.get("children") for node in pruned)
+    # Never expanded: at most the one greedy completion to the end that answers from it.
+    assert len(pruned) == pruning["pruned"]
+    assert all(len(node.get("children", [])) <= 1 and all(child.get("terminal") for child in node.get("children", []))
+               for node in pruned)
     assert response.usage.completion_tokens == after - before
     assert response.choices[0].message.content
 

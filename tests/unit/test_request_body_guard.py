@@ -56,3 +56,10 @@ def test_only_lone_surrogates_are_refused():
     assert lone_surrogate_path(b'{"a": "\\\\ud800 an escaped backslash, then text"}') is None
     assert lone_surrogate_path(b'{"\\ud800": 1}') == "'\\ud800'"
     assert lone_surrogate_path(b"not json \\ud800") is None
+
+
+async def test_structured_outputs_that_is_not_an_object_is_a_400_naming_it():
+    response = await post(b'{"messages": [], "structured_outputs": "*x"}')
+    assert response.status_code == 400 and response.json()["error"]["param"] == "structured_outputs"
+    assert (await post(b'{"structured_outputs": {"regex": "a+"}}')).status_code == 200
+    assert (await post(b'{"structured_outputs": null}')).status_code == 200
