@@ -37,6 +37,22 @@ STOP_GRACE_S = 30
 MIB = 1024 * 1024
 
 
+def process_tree_rss(pid: int) -> list[tuple[psutil.Process, int]]:
+    """(process, RSS bytes) of a process and each of its descendants still running."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    sampled = []
+    for process in processes:
+        try:
+            sampled.append((process, process.memory_info().rss))
+        except psutil.NoSuchProcess:
+            pass  # exited between listing and sampling
+    return sampled
+
+
 class TreeRssSampler(threading.Thread):
     """Samples the summed RSS of a process and all its descendants, keeping the peak."""
 
@@ -48,18 +64,7 @@ class TreeRssSampler(threading.Thread):
         self._stopped = threading.Event()
 
     def tree_rss(self) -> int:
-        try:
-            root = psutil.Process(self.pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0
-        total = 0
-        for process in processes:
-            try:
-                total += process.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass  # exited between listing and sampling
-        return total
+        return sum(rss for _, rss in process_tree_rss(self.pid))
 
     def run(self) -> None:
         while not self._stopped.wait(RSS_SAMPLE_INTERVAL_S):

@@ -2,8 +2,9 @@
 while per scenario, with Redis healthy, restarted, frozen and slowed mid-run, and a SIGTERM
 under load at the end. Per scenario: requests answered, refused (429), failed (5xx or no
 answer), connections refused (after SIGTERM), latency, searches that ran uncached, the slowest /health,
-tree-lock waits and how many outlasted a lock's lease (a stale lock's bound), and the server's RSS after
-100 and after 1,000 requests.
+tree-lock waits and how many outlasted a lock's lease (a stale lock's bound), and the RSS of each of
+the server's processes (API server, engine core, ...) after 100, 1,000, 2,000, 4,000 and 6,000
+requests, so a growth can be placed and told from a leak (a leak keeps growing past the warm-up).
 
     python -m bench.soak                       # `make soak`; writes bench/results/soak.json
     python -m bench.soak --duration 20 --clients 16
@@ -24,12 +25,13 @@ from pathlib import Path
 
 import httpx
 
-from bench.overhead import PROJECT_ROOT, ServerProcess, engine_counters, free_port
+from bench.overhead import PROJECT_ROOT, ServerProcess, engine_counters, free_port, process_tree_rss
 from server.tree_store import DEFAULT_LOCK_TIMEOUT_S
 from tests.redis_server import start_redis_server
 
 API_KEY = "soak-key"
 QUESTIONS = [f"What is {a} + {b}? Answer with the number." for a, b in zip(range(3, 23), range(7, 27))]
+RSS_MARKS = (100, 1000, 2000, 4000, 6000)
 SCENARIOS = ("healthy", "redis restarted", "redis frozen 3 s", "redis slowed", "sigterm under load")
 
 
@@ -48,7 +50,7 @@ class Tally:
         latencies = sorted(self.latencies) or [0.0]
         # A 503 (with Retry-After) sheds a request for the load balancer to retry elsewhere: not lost.
         failed = sum(n for status, n in self.statuses.items()
-                     if (status.startswith("5") and status != "503") or status == "no answer")
+                     if (status.startswith("5") and status != "503") or status.startswith("no answer"))
         return {"scenario": scenario, "requests": sum(self.statuses.values()), "ok": self.statuses.get("200", 0),
                 "429": self.statuses.get("429", 0), "503": self.statuses.get("503", 0), "failed": failed, "refused": self.statuses.get("refused", 0),
                 "statuses": self.statuses,
@@ -76,8 +78,8 @@ async def client_loop(base: str, tally: Tally, stop_at: float, rng: random.Rando
                 tally.add("refused")
                 await asyncio.sleep(0.5)
                 continue
-            except httpx.HTTPError:  # accepted, then no answer: a lost request
-                tally.add("no answer")
+            except httpx.HTTPError as exc:  # accepted, then no answer: a lost request
+                tally.add(f"no answer ({type(exc).__name__})")
                 await asyncio.sleep(0.5)
                 continue
             sent[0] += 1
@@ -166,9 +168,9 @@ async def run_scenario(scenario: str, args, base: str, redis, server: ServerProc
 
     async def watch_rss():
         while time.monotonic() < stop_at:
-            for mark in (100, 1000):
+            for mark in RSS_MARKS:
                 if sent[0] >= mark and mark not in rss:
-                    rss[mark] = server.sampler.latest_bytes
+                    rss[mark] = rss_by_process(server.process.pid)
             await asyncio.sleep(0.5)
 
     tasks.append(asyncio.create_task(watch_rss()))
@@ -201,7 +203,17 @@ async def soak(args) -> dict:
     finally:
         redis.close()
     return {"command": command, "clients": args.clients, "duration_s": args.duration, "rows": rows,
-            "rss_mib_after": {str(mark): round(value / 2**20, 1) for mark, value in rss.items()}}
+            "rss_mib_after": {str(mark): by_process for mark, by_process in rss.items()}}
+
+
+def rss_by_process(pid: int) -> dict[str, float]:
+    """MiB of RSS of the server's process tree, in all and per process name (vLLM names its
+    processes: the API server's is the root, the engine core's `VLLM::EngineCore`)."""
+    mib: dict[str, float] = {}
+    for process, rss in process_tree_rss(pid):
+        name = "API server" if process.pid == pid else process.name()
+        mib[name] = mib.get(name, 0.0) + rss / 2**20
+    return {"all": round(sum(mib.values()), 1), **{name: round(value, 1) for name, value in mib.items()}}
 
 
 def table(result: dict) -> str:
@@ -216,9 +228,15 @@ def table(result: dict) -> str:
                      f"{row['health_max_s']} | {row.get('lock_waits', float('nan')):g} "
                      f"({row.get('lock_waits_over_lease', float('nan')):g}) |")
     rss = result["rss_mib_after"]
-    if "100" in rss and "1000" in rss:
-        lines.append(f"\nRSS of the server's process tree: {rss['100']} MiB after 100 requests, {rss['1000']} MiB "
-                     f"after 1,000 ({rss['1000'] / rss['100']:.3f}x).")
+    if rss:
+        names = list(dict.fromkeys(name for by_process in rss.values() for name in by_process))
+        first = next(iter(rss.values()))
+        lines += ["", "| RSS (MiB) after N requests | " + " | ".join(names) + " |",
+                  "|---" * (len(names) + 1) + "|"]
+        for mark, by_process in rss.items():
+            cells = [f"{by_process[name]:,.1f} ({by_process[name] / first[name]:.3f}x)"
+                     if name in by_process and first.get(name) else "-" for name in names]
+            lines.append(f"| {int(mark):,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

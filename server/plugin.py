@@ -238,7 +238,7 @@ class DeliberatePlugin:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         from server.admission import SearchRejected
-        from server.routes import engine_stopped, router, search_rejected
+        from server.routes import CloseConnectionsWhileDraining, engine_stopped, router, search_rejected
 
         app.include_router(router)
         app.add_exception_handler(SearchRejected, search_rejected)
@@ -247,6 +247,7 @@ class DeliberatePlugin:
         # starlette's (its base) for a body it cannot parse: that one got {"detail": ...}.
         app.add_exception_handler(StarletteHTTPException, http_exception_handler)
         app.add_middleware(RequestBodyGuard, max_bytes=deliberate_args(app.state.args).max_request_bytes)
+        app.add_middleware(CloseConnectionsWhileDraining)
         vllm_lifespan = app.router.lifespan_context
 
         @contextlib.asynccontextmanager

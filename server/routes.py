@@ -332,10 +332,37 @@ class AdmittedStream(StreamingResponse):
 
 async def search_rejected(request: Request, exc: SearchRejected) -> JSONResponse:
     error = create_error_response(exc)
-    headers = {"Retry-After": str(exc.retry_after_s)}
-    if error.error.code == 503:  # shutting down: the client's next request goes to a new connection, elsewhere
-        headers["Connection"] = "close"
-    return JSONResponse(error.model_dump(), status_code=error.error.code, headers=headers)
+    # Shutting down (503), CloseConnectionsWhileDraining adds `Connection: close`.
+    return JSONResponse(error.model_dump(), status_code=error.error.code,
+                        headers={"Retry-After": str(exc.retry_after_s)})
+
+
+class CloseConnectionsWhileDraining:
+    """ASGI middleware: once the server is shutting down, every response says `Connection: close`.
+    A keep-alive connection left idle would be closed by the HTTP server as it stops, racing a
+    request the client sends on it at that moment: the client sees no answer (the soak found
+    one). Closed after each response, the client's next request opens a new connection, which
+    is answered (a 503 to retry elsewhere) or refused, never dropped."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_closing(message):
+            if message["type"] == "http.response.start" and draining(scope):
+                headers = [(name, value) for name, value in message.get("headers", []) if name.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
+
+
+def draining(scope) -> bool:
+    deliberate = getattr(scope["app"].state, "deliberate", None) if "app" in scope else None
+    return deliberate is not None and deliberate.admission.closed
 
 
 async def engine_stopped(request: Request, exc: EngineDeadError) -> JSONResponse:
