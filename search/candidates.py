@@ -104,18 +104,20 @@ class CandidatePool:
 
     async def draw_pruned(self, n: int, params: CommonParams, settings: PruneSettings) -> None:
         """`n` samples under online confidence pruning (search.pruning): a warm-up drawn whole,
-        then the rest in one call, each stopped when its confidence falls below the warm-up's
-        threshold or once the vote is settled."""
+        then the rest `settings.batch` at a time (0: in one call), each stopped when its
+        confidence falls below the warm-up's threshold or once the vote is settled; a settled
+        vote leaves the rest undrawn."""
         answers = self.ctx.answers
         self.pruning = pruning = Pruning(settings, answers.extract, answers.equivalent, self.ctx.max_tokens)
         warmup = min(settings.warmup, n)
         warmup_samples = await self.draw(warmup, params, confidence=True)
         pruning.warm_up(warmup_samples, None if self.greedy_index is None else self.samples[self.greedy_index])
         rest = n - warmup
-        if rest and pruning.settled:
-            pruning.not_drawn = rest
-        elif rest:
-            await self.draw(rest, params, confidence=True, should_stop=pruning.should_stop)
+        while rest and not pruning.settled:
+            batch = min(rest, settings.batch or rest)
+            await self.draw(batch, params, confidence=True, should_stop=pruning.stop_rule(first=n - rest))
+            rest -= batch
+        pruning.not_drawn = rest
         self.trace.append({"step": "prune", **self.pruning_report()})
 
     def confidence_vote(self) -> SearchResult:

@@ -142,6 +142,10 @@ class PruneSettings:
     # tokens, a short sentence, spent 0.50x the unpruned tokens where 32 spent 0.61x, at
     # overlapping accuracy: it can stop a sample after its first sixteenth of 256.
     window: int = bounded(16, 1, 4096, doc="Tokens in the sliding window whose mean confidence is checked.")
+    batch: int = bounded(0, 0, 64, doc=(
+        "Samples drawn at once after the warm-up, the vote checked between batches, so a settled vote "
+        "leaves the next ones undrawn (DeepConf's online loop draws one at a time); 0: all at once, "
+        "the lowest latency. The step searches do not use it."))
     consensus: float = bounded(0.95, 0.0, 1.0, low_inclusive=False, doc=(
         "Stop every running sample once the confidence-weighted vote's leader holds this share (1: never); "
         "the step searches have no vote to settle and do not use it."))

@@ -97,7 +97,7 @@ class Pruning:
     # the vote so far: (answer, weight) of every finished sample that passed the threshold
     votes: list[tuple[str, float]] = field(default_factory=list)
     finished_lengths: list[int] = field(default_factory=list)
-    stopped: dict[int, str] = field(default_factory=dict)  # call index -> "confidence" | "consensus"
+    stopped: dict[int, str] = field(default_factory=dict)  # sample index -> "confidence" | "consensus"
     not_drawn: int = 0
     tracks: dict[int, ConfidenceTrack] = field(default_factory=dict)
     greedy: Sample | None = None  # votes whatever its confidence
@@ -138,8 +138,12 @@ class Pruning:
         total = sum(group.weight for group in groups)
         return total > 0 and leader(groups).weight >= self.settings.consensus * total
 
+    def stop_rule(self, first: int) -> Callable[[int, Sample], bool]:
+        """`should_stop` for one engine call whose samples are the search's `first`, `first`+1, ..."""
+        return lambda index, partial: self.should_stop(first + index, partial)
+
     def should_stop(self, index: int, partial: Sample) -> bool:
-        """The stop rule for the samples after the warm-up (a search.types.StopRule)."""
+        """The stop rule for the samples after the warm-up, `index` counted over the search."""
         if index in self.stopped:
             return True
         values = self.tracks.setdefault(index, ConfidenceTrack()).extend(partial)

@@ -57,6 +57,7 @@ ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}}
 # (429) and a server shutting down (503), the last two with Retry-After.
 REFUSALS = {413: {"model": ErrorResponse}, 429: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
 STREAMED = {200: {"content": {"text/event-stream": {}}}}
+CLIENT_LEFT = 499  # the access log's status of a request whose client went away (nginx's)
 MAX_LISTED_TREES = 200
 FEED_WAIT_S = 5.0  # a page opened as its search is sent: its feed starts moments later
 FEED_POLL_S = 0.2
@@ -293,7 +294,7 @@ async def searched(request, raw_request: Request, call: SearchCall, serve):
         try:
             response = await serve(request, raw_request)
         except asyncio.CancelledError:
-            call.log(499)  # the client left
+            call.log(CLIENT_LEFT)
             raise
         except Exception as exc:
             call.log(create_error_response(exc).error.code)
@@ -303,7 +304,9 @@ async def searched(request, raw_request: Request, call: SearchCall, serve):
         if call.tree_id is not None:
             call.viewer_url = str(raw_request.url_for("tree_page", tree_id=call.tree_id))
         if isinstance(response, ErrorResponse):
-            call.log(response.error.code)
+            # vLLM's serving object answers a request cancelled under it (the client left,
+            # with_cancellation cancelled this task) with a 400 "Client disconnected".
+            call.log(CLIENT_LEFT if asyncio.current_task().cancelling() else response.error.code)
             return JSONResponse(response.model_dump(), status_code=response.error.code)
         if isinstance(response, (ChatCompletionResponse, CompletionResponse)):
             body = response.model_dump()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -106,6 +107,21 @@ def test_a_search_logs_one_access_line_under_the_clients_request_id(http, server
     lines = [line for line in server_log.read_text().splitlines()
              if "deliberate.access" in line and "probe-7f3a9c" in line]
     assert len(lines) == 1 and "status=200 strategy=best_of_n" in lines[0], lines
+
+
+def test_a_client_that_leaves_a_search_is_logged_as_499_not_as_its_fault(server, server_log):
+    body = chat_body(max_tokens=300, search={"strategy": "self_consistency", "n": 8, "cache": False})
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up waiting and closes its connection
+        httpx.post(f"{server}{CHAT}", json=body, timeout=httpx.Timeout(60, read=1.0),
+                   headers={**AUTH, "X-Request-Id": "leaves-5d1e"})
+    lines: list[str] = []
+    for _ in range(120):  # the search is cancelled, then logged
+        lines = [line for line in server_log.read_text().splitlines()
+                 if "deliberate.access" in line and "leaves-5d1e" in line]
+        if lines:
+            break
+        time.sleep(0.5)
+    assert len(lines) == 1 and "status=499 strategy=self_consistency" in lines[0], lines
 
 
 @pytest.mark.parametrize("path", [CHAT, "/v1/completions", "/tokenize"])

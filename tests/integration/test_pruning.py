@@ -3,6 +3,8 @@ reported, and every token they generated is in the usage."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -13,12 +15,25 @@ PROBLEM = [{"role": "user", "content": "Ann has 7 pens and buys 5 more. How many
                                        'Think step by step, then end with "The answer is N."'}]
 
 
-def generated_tokens(server: str) -> float:
-    """The actor engine's vLLM counter of generated tokens."""
+def engine_metric(server: str, name: str) -> float:
+    """The actor engine's vLLM series `name` (its first sample)."""
     for line in httpx.get(f"{server}/metrics").text.splitlines():
-        if line.startswith("vllm:generation_tokens_total{"):
+        if line.startswith(name + "{"):
             return float(line.split()[-1])
-    raise AssertionError("no vllm:generation_tokens_total in /metrics")
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def generated_tokens(server: str) -> float:
+    return engine_metric(server, "vllm:generation_tokens_total")
+
+
+def engine_goes_idle(server: str, polls: int = 100) -> bool:
+    """Whether vLLM's running-request gauge reaches 0 within `polls` tenths of a second."""
+    for _ in range(polls):
+        if engine_metric(server, "vllm:num_requests_running") == 0:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_pruned_self_consistency_reports_its_pruned_samples_and_counts_their_tokens(server, client):
@@ -43,6 +58,10 @@ def test_pruned_self_consistency_reports_its_pruned_samples_and_counts_their_tok
     # Every token the engine generated for this request, the pruned samples' included, is billed.
     assert response.usage.completion_tokens == after - before
     assert response.choices[0].message.content
+    # The pruned samples' engine requests were aborted, not left to run to max_tokens: the
+    # running-request gauge is back to 0 and no token was generated after the answer.
+    assert engine_goes_idle(server)
+    assert generated_tokens(server) == after
 
 
 def test_pruned_mcts_never_grows_a_pruned_step_and_counts_every_token(server, client):

@@ -178,3 +178,30 @@ async def test_greedys_sample_votes_even_below_the_threshold_its_warmup_set():
     assert result.pruning["threshold"] == 4.0 and result.pruning["voters"] == 2
     assert result.candidates[0].votes == pytest.approx(2.0 / 6.0)  # greedy's "5"
     assert result.chosen.answer == "7"  # more confident, by more than the margin
+
+
+@pytest.mark.asyncio
+async def test_in_batches_a_vote_settled_between_them_leaves_the_next_undrawn():
+    # Warm-up 5 and 7 (threshold 4): unsettled. The first batch of two brings two more 5s; the
+    # vote is then 5: 12 against 7: 4, three quarters, settled at 0.7: the last two are never drawn.
+    generator = engine([recorded(ANSWER_5, 4.0), recorded(ANSWER_7, 4.0),
+                        recorded(ANSWER_5, 4.0), recorded(ANSWER_5, 4.0), recorded(ANSWER_7, 4.0)])
+    result = await self_consistency.run(search_context(generator), params(6, consensus=0.7, batch=2))
+
+    assert [spec.n for _, spec in generator.calls] == [2, 2]
+    assert result.pruning["not_drawn"] == 2 and result.pruning["voters"] == 4
+    assert result.usage.completion_tokens == 16 * 4
+    assert result.chosen.answer == "5"
+
+
+@pytest.mark.asyncio
+async def test_in_batches_each_sample_keeps_its_own_stop_state():
+    # The shaky sample is stopped at its fifth token (window 4, 4, 1 below the threshold 4). The
+    # next batch's sample has index 0 in its call too: it must not inherit that stop.
+    shaky = [4.0] * 4 + [1.0] * 12
+    generator = engine([recorded(ANSWER_5, 4.0), recorded(ANSWER_7, 4.0),
+                        recorded(ANSWER_7, shaky), recorded(ANSWER_5, 4.0)])
+    result = await self_consistency.run(search_context(generator), params(4, batch=1))
+
+    assert result.pruning["pruned"] == 1 and len(result.candidates) == 3
+    assert result.usage.completion_tokens == 16 * 3 + 5
