@@ -2,7 +2,8 @@
 while per scenario, with Redis healthy, restarted, frozen and slowed mid-run, and a SIGTERM
 under load at the end. Per scenario: requests answered, refused (429), failed (5xx or no
 answer), connections refused (after SIGTERM), latency, searches that ran uncached, the slowest /health,
-tree-lock waits and how many outlasted a lock's lease (a stale lock's bound), and the RSS of each of
+tree-lock waits, how many outlasted a lock's lease (a stale lock's bound) and the locks left
+behind (without one, a wait over the lease is on a live holder), and the RSS of each of
 the server's processes (API server, engine core, ...) after 100, 1,000, 2,000, 4,000 and 6,000
 requests, so a growth can be placed and told from a leak (a leak keeps growing past the warm-up).
 
@@ -129,11 +130,12 @@ async def fault(scenario: str, redis, server: ServerProcess, duration: float) ->
         os.kill(server.process.pid, signal.SIGTERM)
 
 
-def lock_waits(base: str) -> tuple[float, float]:
-    """Tree-lock waits so far, and those longer than a lock's lease (the bound on a stale lock)."""
+def lock_waits(base: str) -> tuple[float, float, float]:
+    """Tree-lock waits so far, those longer than a lock's lease (the bound on a stale lock), and
+    the locks left behind (a wait over the lease is a stale lock's only if one was)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    total = within = 0.0
+    total = within = left_behind = 0.0
     try:
         for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
             for sample in family.samples:
@@ -142,9 +144,11 @@ def lock_waits(base: str) -> tuple[float, float]:
                 elif sample.name == "deliberate_tree_lock_wait_seconds_bucket" \
                         and float(sample.labels["le"]) == DEFAULT_LOCK_TIMEOUT_S:
                     within += sample.value
+                elif sample.name == "deliberate_tree_locks_left_behind_total":
+                    left_behind += sample.value
     except httpx.HTTPError:
-        return float("nan"), float("nan")
-    return total, total - within
+        return float("nan"), float("nan"), float("nan")
+    return total, total - within, left_behind
 
 
 def uncached_searches(base: str) -> float:
@@ -177,10 +181,10 @@ async def run_scenario(scenario: str, args, base: str, redis, server: ServerProc
     await asyncio.gather(*tasks)
     stopped = scenario == "sigterm under load"
     errors_after = uncached_searches(base) if not stopped else float("nan")
-    waits_after = lock_waits(base) if not stopped else (float("nan"), float("nan"))
+    waits_after = lock_waits(base) if not stopped else (float("nan"),) * 3
     row = tally.row(scenario, errors_after - errors_before)
-    row["lock_waits"] = waits_after[0] - waits_before[0]
-    row["lock_waits_over_lease"] = waits_after[1] - waits_before[1]
+    row["lock_waits"], row["lock_waits_over_lease"], row["locks_left_behind"] = (
+        after - before for after, before in zip(waits_after, waits_before))
     print(json.dumps(row), flush=True)
     return row
 
@@ -218,15 +222,17 @@ def rss_by_process(pid: int) -> dict[str, float]:
 
 def table(result: dict) -> str:
     lines = ["| scenario | requests | ok | 429 | 503 | failed | refused | p50 (s) | p95 (s) | max (s) | "
-             f"uncached searches | slowest /health (s) | lock waits (over the {DEFAULT_LOCK_TIMEOUT_S:g} s lease) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"uncached searches | slowest /health (s) | lock waits (over the {DEFAULT_LOCK_TIMEOUT_S:g} s lease) | "
+             "locks left behind |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         lines.append(f"| {row['scenario']} | {row['requests']} | {row['ok']} | {row['429']} | {row['503']} | "
                      f"{row['failed']} | "
                      f"{row['refused']} | "
                      f"{row['p50_s']} | {row['p95_s']} | {row['max_s']} | {row['uncached_searches']:g} | "
                      f"{row['health_max_s']} | {row.get('lock_waits', float('nan')):g} "
-                     f"({row.get('lock_waits_over_lease', float('nan')):g}) |")
+                     f"({row.get('lock_waits_over_lease', float('nan')):g}) | "
+                     f"{row.get('locks_left_behind', float('nan')):g} |")
     rss = result["rss_mib_after"]
     if rss:
         names = list(dict.fromkeys(name for by_process in rss.values() for name in by_process))

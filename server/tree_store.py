@@ -82,6 +82,13 @@ TREE_LOCK_WAIT = Histogram(
     "How long a search waited for its tree's lock before holding it or going on unlocked, by store.",
     ["store"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+# A wait over the lease is a stale lock's only where a lock was left behind: a live holder
+# renews its lease, and a search may wait on it for as long as that search runs.
+TREE_LOCKS_LEFT_BEHIND = Counter(
+    "deliberate_tree_locks_left_behind",
+    "Redis tree locks their holder did not release (the lease ran out first, or the release "
+    "failed): each costs the next search for its tree at most the lease.", ["store"],
+)
 
 
 # --- key ---------------------------------------------------------------------------------
@@ -576,8 +583,10 @@ class RedisTreeStore:
                 try:
                     await lock.release()
                 except LockNotOwnedError:
+                    TREE_LOCKS_LEFT_BEHIND.labels("redis").inc()
                     logger.warning("tree cache: lock on %s had expired before release", tree_id)
                 except Exception as exc:  # noqa: BLE001
+                    TREE_LOCKS_LEFT_BEHIND.labels("redis").inc()
                     self._failed("unlock", exc)  # the lease frees it
 
     async def _renew(self, lock, tree_id: str) -> None:

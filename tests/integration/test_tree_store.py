@@ -332,6 +332,18 @@ async def test_redis_lock_of_a_dead_holder_expires(store, raw):
     assert metric("deliberate_tree_lock_wait_seconds_bucket", store="redis", le="0.1") == short
 
 
+async def test_a_redis_lock_that_expired_under_its_holder_is_counted_left_behind(store, raw):
+    tid = "tree-" + "e" * 24
+    left_behind = metric("deliberate_tree_locks_left_behind_total", store="redis")
+    async with store.lock(tid) as held:
+        assert held
+        await raw.delete("deliberate:tree:" + tid + ":lock")  # its lease ran out during a stall
+    assert metric("deliberate_tree_locks_left_behind_total", store="redis") == left_behind + 1
+    async with store.lock(tid) as held:
+        assert held
+    assert metric("deliberate_tree_locks_left_behind_total", store="redis") == left_behind + 1
+
+
 async def test_redis_lock_lease_is_renewed_while_held(redis_url, raw):
     a = RedisTreeStore(redis_url, lock_wait_s=1.0, lock_timeout_s=0.3)
     b = RedisTreeStore(redis_url, lock_wait_s=0.1, lock_timeout_s=0.3)
